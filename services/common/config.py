@@ -1,0 +1,191 @@
+"""The one place that reads configuration: environment variables, validated at start-up.
+
+Every setting is declared once in `SETTINGS` (name, default, parser, meaning). The README
+table and the Kubernetes ConfigMap test are both derived from this list, so a setting cannot
+be documented or deployed without being read here, nor the reverse.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+PAGE_SIZE_DEFAULT = 20
+PAGE_SIZE_MAX = 100
+TEXT_MAX_CHARS = 1000
+ID_MAX_CHARS = 64
+
+
+class ConfigError(ValueError):
+    """Raised at start-up with every invalid setting named, so the process fails fast."""
+
+
+def _addr(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT with a port in 1..65535")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        return number
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        number = float(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be > 0")
+    return number
+
+
+def _redis_url(value: str) -> str:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected redis://, rediss:// or unix:// (or empty for embedded)")
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    attr: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("FANLINE_REDIS_URL", "redis_url", "", _redis_url,
+            "Redis-compatible store; empty = `fanline up` starts an embedded Valkey"),
+    Setting("FANLINE_CELEBRITY_THRESHOLD", "celebrity_threshold", "10000", _int_at_least(0),
+            "followers at which an author is promoted to PULL delivery"),
+    Setting("FANLINE_DEMOTE_RATIO", "demote_ratio", "0.8", _float_in(0.0, 1.0),
+            "a PULL author is demoted to PUSH only below threshold x this ratio (hysteresis)"),
+    Setting("FANLINE_INBOX_MAX", "inbox_max", "800", _int_at_least(PAGE_SIZE_MAX + 1),
+            "newest entries kept per inbox (must exceed the max page size)"),
+    Setting("FANLINE_TIMELINE_BUDGET_MS", "timeline_budget_ms", "150", _int_at_least(1),
+            "read budget; a source that misses it is left out and `partial` is set"),
+    Setting("FANLINE_ACTIVE_DAYS", "active_days", "7", _positive_float,
+            "push only to followers who read their timeline within this many days"),
+    Setting("FANLINE_POST_ADDR", "post_addr", "127.0.0.1:50051", _addr,
+            "post service address (bound by it, dialled by the others)"),
+    Setting("FANLINE_FANOUT_ADDR", "fanout_addr", "127.0.0.1:50052", _addr,
+            "fan-out service address"),
+    Setting("FANLINE_TIMELINE_ADDR", "timeline_addr", "127.0.0.1:50053", _addr,
+            "timeline service address"),
+    Setting("FANLINE_WORKER_ADDR", "worker_addr", "127.0.0.1:50054", _addr,
+            "fan-out worker health endpoint"),
+    Setting("FANLINE_BIND_HOST", "bind_host", "", str,
+            "host to bind instead of the one in the service's own address (e.g. 0.0.0.0)"),
+    Setting("FANLINE_FANOUT_BATCH_SIZE", "fanout_batch_size", "1000", _int_at_least(1),
+            "followers per fan-out batch (one server-side script call)"),
+    Setting("FANLINE_FANOUT_BATCH_PAUSE_MS", "fanout_batch_pause_ms", "0", _int_at_least(0),
+            "pause after each batch, to cap the store load one worker may cause"),
+    Setting("FANLINE_QUEUE_MAX", "queue_max", "100000", _int_at_least(1),
+            "fan-out stream bound; PublishPost answers RESOURCE_EXHAUSTED beyond it"),
+    Setting("FANLINE_CLAIM_IDLE_MS", "claim_idle_ms", "30000", _int_at_least(1),
+            "a worker reclaims stream entries another worker has held this long"),
+    Setting("FANLINE_PULL_CACHE_TTL_MS", "pull_cache_ttl_ms", "1000", _int_at_least(1),
+            "TTL of the timeline's in-process cache of pulled lists and author modes"),
+    Setting("FANLINE_BODY_CACHE_SIZE", "body_cache_size", "100000", _int_at_least(1),
+            "post bodies kept in the timeline process"),
+    Setting("FANLINE_BODY_CACHE_TTL_S", "body_cache_ttl_s", "300", _positive_float,
+            "TTL of cached post bodies (deletes also invalidate at once)"),
+    Setting("FANLINE_REBUILD_POSTS_PER_AUTHOR", "rebuild_posts_per_author", "50", _int_at_least(1),
+            "posts read per followee when rebuilding a returning user's inbox"),
+    Setting("FANLINE_REBUILD_MAX_FOLLOWING", "rebuild_max_following", "2000", _int_at_least(1),
+            "followees read when rebuilding an inbox (bounds the work)"),
+    Setting("FANLINE_OUTBOX_RETRY_MS", "outbox_retry_ms", "500", _int_at_least(10),
+            "how often the post service retries hand-offs fan-out has not accepted"),
+    Setting("FANLINE_PAGE_TOKEN_SECRET", "page_token_secret", "fanline-dev-secret", str,
+            "HMAC key for page tokens (set the same value on every replica)"),
+    Setting("FANLINE_SHUTDOWN_GRACE_S", "shutdown_grace_s", "10", _positive_float,
+            "on SIGTERM: time in-flight calls get before the server stops"),
+    Setting("FANLINE_METRICS_PORT", "metrics_port", "0", _int_at_least(0),
+            "Prometheus scrape port (0 = off)"),
+    Setting("FANLINE_LOG_LEVEL", "log_level", "INFO", _log_level, "log level"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    celebrity_threshold: int
+    demote_ratio: float
+    inbox_max: int
+    timeline_budget_ms: int
+    active_days: float
+    post_addr: str
+    fanout_addr: str
+    timeline_addr: str
+    worker_addr: str
+    bind_host: str
+    fanout_batch_size: int
+    fanout_batch_pause_ms: int
+    queue_max: int
+    claim_idle_ms: int
+    pull_cache_ttl_ms: int
+    body_cache_size: int
+    body_cache_ttl_s: float
+    rebuild_posts_per_author: int
+    rebuild_max_following: int
+    outbox_retry_ms: int
+    page_token_secret: str
+    shutdown_grace_s: float
+    metrics_port: int
+    log_level: str
+
+    def bind_addr(self, own_addr: str) -> str:
+        """The address a service listens on: its own address, or FANLINE_BIND_HOST:port."""
+        if not self.bind_host:
+            return own_addr
+        return f"{self.bind_host}:{own_addr.rpartition(':')[2]}"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse every FANLINE_* variable; raise ConfigError naming each bad one."""
+    source = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        raw = source.get(setting.env, setting.default).strip()
+        try:
+            values[setting.attr] = setting.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{setting.env}={raw!r}: {exc}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return Settings(**values)
+
+
+def env_names() -> list[str]:
+    return [s.env for s in SETTINGS]

@@ -1,0 +1,142 @@
+"""The one gRPC server bootstrap: health, reflection, interceptors, graceful shutdown.
+
+Every Fanline process (the three services and the fan-out worker's health endpoint) starts
+through `GrpcServer`, so they all answer the standard health check and server reflection, map
+domain errors to statuses the same way, and stop the same way on SIGTERM: health goes
+NOT_SERVING (load balancers stop routing), in-flight calls get `grace` seconds to finish, then
+the process's own shutdown hooks run (a worker stops taking stream entries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+import redis.exceptions
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common import telemetry
+from services.common.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+# Connections are closed (gracefully) after this age so clients re-resolve and spread across
+# new pods: HTTP/2 otherwise pins a client to the pods it first reached.
+MAX_CONNECTION_AGE_MS = 30_000
+MAX_CONNECTION_AGE_GRACE_MS = 10_000
+
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+    ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Turns DomainError into its status (with rich details) and store outages into
+    UNAVAILABLE, so callers never see INTERNAL for anything but a bug."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except DomainError as exc:
+                status = exc.to_status()
+                await context.abort(
+                    exc.code,
+                    exc.message,
+                    trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+                )
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                log.warning("store unavailable: %s", exc)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "store unavailable, retry")
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+Registrar = Callable[[grpc.aio.Server], None]
+Hook = Callable[[], Awaitable[None]]
+
+
+class GrpcServer:
+    def __init__(
+        self,
+        bind_addr: str,
+        service_names: Iterable[str],
+        register: Registrar,
+        grace_s: float,
+    ) -> None:
+        self._bind_addr = bind_addr
+        self._service_names = list(service_names)
+        self._grace_s = grace_s
+        self._shutdown_hooks: list[Hook] = []
+        self._stopped = asyncio.Event()
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[*telemetry.server_interceptors(), ErrorMappingInterceptor()],
+            options=SERVER_OPTIONS,
+        )
+        register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = 0
+
+    def on_shutdown(self, hook: Hook) -> None:
+        """Run `hook` after health went NOT_SERVING and before in-flight calls are awaited."""
+        self._shutdown_hooks.append(hook)
+
+    async def start(self) -> int:
+        self.port = self.server.add_insecure_port(self._bind_addr)
+        if self.port == 0:
+            raise OSError(f"cannot bind {self._bind_addr}")
+        await self.server.start()
+        for name in ["", *self._service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s on port %d", ",".join(self._service_names) or "health", self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self.health.enter_graceful_shutdown()
+        for hook in self._shutdown_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        await self.server.stop(self._grace_s)
+
+    async def run_until_signalled(self) -> None:
+        """Start, then serve until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await self.start()
+        await stop_requested.wait()
+        log.info("signal received: draining for up to %.1fs", self._grace_s)
+        await self.stop()
+        await self.server.wait_for_termination()

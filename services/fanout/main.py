@@ -1,0 +1,54 @@
+"""Fan-out service (API) and fan-out worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.config import Settings
+from services.common.pagination import PageTokens
+from services.common.redis import connect
+from services.common.server import GrpcServer
+from services.fanout.service import Fanout
+from services.fanout.servicer import FanoutServicer
+from services.fanout.worker import Worker
+from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
+
+
+async def run_api(settings: Settings) -> None:
+    redis = connect(settings.redis_url)
+    fanout = Fanout(redis, settings)
+    await fanout.start()
+    servicer = FanoutServicer(fanout, PageTokens(settings.page_token_secret))
+    server = GrpcServer(
+        settings.bind_addr(settings.fanout_addr),
+        [fanout_pb2.DESCRIPTOR.services_by_name["FanoutService"].full_name],
+        lambda s: fanout_pb2_grpc.add_FanoutServiceServicer_to_server(servicer, s),
+        settings.shutdown_grace_s,
+    )
+    try:
+        await server.run_until_signalled()
+    finally:
+        await redis.aclose()
+
+
+async def run_worker(settings: Settings) -> None:
+    """A worker serves only gRPC health (for probes) next to its consume loop. On SIGTERM it
+    finishes and acknowledges the batch in hand, takes no new entry, and exits."""
+    redis = connect(settings.redis_url)
+    fanout = Fanout(redis, settings)
+    worker = Worker(redis, settings, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue)
+    server = GrpcServer(
+        settings.bind_addr(settings.worker_addr), [], lambda s: None, settings.shutdown_grace_s
+    )
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(worker.run(stop))
+
+    async def stop_consuming() -> None:
+        stop.set()
+        await loop_task
+
+    server.on_shutdown(stop_consuming)
+    try:
+        await server.run_until_signalled()
+    finally:
+        await redis.aclose()

@@ -1,0 +1,130 @@
+"""FanoutService: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common import validation
+from services.common.errors import InvalidArgument, NotFound
+from services.common.pagination import PageTokens
+from services.fanout.queue import DeliveryState
+from services.fanout.service import Fanout
+from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
+
+_STATES = {
+    DeliveryState.QUEUED: fanout_pb2.DELIVERY_STATE_QUEUED,
+    DeliveryState.DELIVERING: fanout_pb2.DELIVERY_STATE_DELIVERING,
+    DeliveryState.DELIVERED: fanout_pb2.DELIVERY_STATE_DELIVERED,
+    DeliveryState.FAILED: fanout_pb2.DELIVERY_STATE_FAILED,
+}
+
+
+class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
+    def __init__(self, fanout: Fanout, tokens: PageTokens) -> None:
+        self._fanout = fanout
+        self._tokens = tokens
+
+    async def Follow(
+        self, request: fanout_pb2.FollowRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.FollowResponse:
+        follower = validation.user_id(request.follower_id, "follower_id")
+        followee = validation.user_id(request.followee_id, "followee_id")
+        await self._fanout.follow(follower, followee)
+        return fanout_pb2.FollowResponse()
+
+    async def Unfollow(
+        self, request: fanout_pb2.UnfollowRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.UnfollowResponse:
+        follower = validation.user_id(request.follower_id, "follower_id")
+        followee = validation.user_id(request.followee_id, "followee_id")
+        await self._fanout.unfollow(follower, followee)
+        return fanout_pb2.UnfollowResponse()
+
+    async def _page(self, request: fanout_pb2.ListFollowersRequest, direction: str
+                    ) -> tuple[list[str], str]:
+        user = validation.user_id(request.user_id, "user_id")
+        size = validation.page_size(request.page_size)
+        scope = f"{direction}:{user}"
+        after = self._tokens.parse(request.page_token, scope)["a"] if request.page_token else None
+        ids, more = await self._fanout.graph.page(user, direction, after, size)
+        token = self._tokens.issue(scope, a=ids[-1]) if more and ids else ""
+        return ids, token
+
+    async def ListFollowers(
+        self, request: fanout_pb2.ListFollowersRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.ListFollowersResponse:
+        ids, token = await self._page(request, "followers")
+        return fanout_pb2.ListFollowersResponse(user_ids=ids, next_page_token=token)
+
+    async def ListFollowing(
+        self, request: fanout_pb2.ListFollowingRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.ListFollowingResponse:
+        ids, token = await self._page(request, "following")  # type: ignore[arg-type]
+        return fanout_pb2.ListFollowingResponse(user_ids=ids, next_page_token=token)
+
+    async def GetAuthor(
+        self, request: fanout_pb2.GetAuthorRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.GetAuthorResponse:
+        info = await self._fanout.author(validation.user_id(request.user_id, "user_id"))
+        return fanout_pb2.GetAuthorResponse(
+            user_id=info.user_id,
+            follower_count=info.follower_count,
+            following_count=info.following_count,
+            delivery_mode=int(info.mode),
+        )
+
+    async def PublishPost(
+        self, request: fanout_pb2.PublishPostRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.PublishPostResponse:
+        if not request.HasField("post"):
+            raise InvalidArgument("post", "is required")
+        post = request.post
+        validation.post_id(post.post_id, "post.post_id")
+        author = validation.user_id(post.author_id, "post.author_id")
+        created_ms = post.create_time.ToMilliseconds() if post.HasField("create_time") else 0
+        await self._fanout.publish(post.post_id, author, created_ms)
+        return fanout_pb2.PublishPostResponse()
+
+    async def RetractPost(
+        self, request: fanout_pb2.RetractPostRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.RetractPostResponse:
+        validation.post_id(request.post_id)
+        author = validation.user_id(request.author_id, "author_id")
+        await self._fanout.retract(request.post_id, author)
+        return fanout_pb2.RetractPostResponse()
+
+    async def GetFanoutStats(
+        self, request: fanout_pb2.GetFanoutStatsRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.GetFanoutStatsResponse:
+        s = await self._fanout.stats()
+        return fanout_pb2.GetFanoutStatsResponse(
+            posts_published=s.posts_published,
+            inbox_writes=s.inbox_writes,
+            write_amplification=s.write_amplification,
+            queue_depth=s.depth,
+            posts_push=s.posts_push,
+            posts_pull=s.posts_pull,
+            inbox_writes_skipped_inactive=s.skipped_inactive,
+            queue_pending=s.pending,
+            queue_reclaimed=s.reclaimed,
+            inbox_rebuilds=s.inbox_rebuilds,
+        )
+
+    async def GetDelivery(
+        self, request: fanout_pb2.GetDeliveryRequest, context: grpc.aio.ServicerContext
+    ) -> fanout_pb2.GetDeliveryResponse:
+        validation.post_id(request.post_id)
+        record = await self._fanout.queue.delivery(request.post_id)
+        if not record:
+            raise NotFound(f"post_id: no delivery record for {request.post_id}")
+        return fanout_pb2.GetDeliveryResponse(
+            post_id=request.post_id,
+            delivery_mode=int(record.get("mode", 0)),
+            state=_STATES.get(DeliveryState(record["state"]), 0)
+            if record.get("state") in DeliveryState._value2member_map_
+            else fanout_pb2.DELIVERY_STATE_UNSPECIFIED,
+            followers_targeted=int(record.get("targeted", 0)),
+            inbox_writes=int(record.get("writes", 0)),
+            lag_ms=int(record.get("lag_ms", 0)),
+            trace_id=record.get("trace_id", ""),
+        )

@@ -1,0 +1,32 @@
+"""Timeline service process."""
+
+from __future__ import annotations
+
+from services.common import clients
+from services.common.config import Settings
+from services.common.pagination import PageTokens
+from services.common.redis import connect
+from services.common.server import GrpcServer
+from services.gen.feed.v1 import timeline_pb2, timeline_pb2_grpc
+from services.timeline.reader import TimelineReader
+from services.timeline.servicer import TimelineServicer
+
+
+async def run(settings: Settings) -> None:
+    redis = connect(settings.redis_url)
+    post_channel = clients.channel(settings.post_addr)
+    reader = TimelineReader(redis, clients.post_stub(post_channel), settings)
+    await reader.start()
+    servicer = TimelineServicer(reader, PageTokens(settings.page_token_secret))
+    server = GrpcServer(
+        settings.bind_addr(settings.timeline_addr),
+        [timeline_pb2.DESCRIPTOR.services_by_name["TimelineService"].full_name],
+        lambda s: timeline_pb2_grpc.add_TimelineServiceServicer_to_server(servicer, s),
+        settings.shutdown_grace_s,
+    )
+    server.on_shutdown(reader.stop)
+    try:
+        await server.run_until_signalled()
+    finally:
+        await post_channel.close()
+        await redis.aclose()

@@ -1,0 +1,183 @@
+"""The timeline read: inbox and pulled lists in parallel, merge, hydrate, within a budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+from redis.asyncio import Redis
+
+from services.common import keys
+from services.common.config import Settings
+from services.common.errors import Unavailable
+from services.gen.feed.v1 import post_pb2, post_pb2_grpc
+from services.timeline import merge
+from services.timeline.cursor import Cursor, Regime
+from services.timeline.hydrate import Hydrator
+from services.timeline.merge import Page, Source
+from services.timeline.sources import InboxRebuilder, Sources
+
+log = logging.getLogger(__name__)
+
+SEEN_REFRESH_S = 3600  # a read refreshes the reader's activity stamp at most this often
+MIN_HYDRATE_S = 0.05  # bodies are worth waiting a little for even when sources used the budget
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    entries: list[tuple[post_pb2.Post, Source]]
+    next_cursor: Cursor | None
+    partial: bool
+
+
+class TimelineReader:
+    def __init__(self, redis: Redis, posts: post_pb2_grpc.PostServiceStub,
+                 settings: Settings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._budget_s = settings.timeline_budget_ms / 1000
+        self.sources = Sources(redis, settings.pull_cache_ttl_ms / 1000)
+        self.hydrator = Hydrator(posts, settings.body_cache_size, settings.body_cache_ttl_s)
+        self.rebuilder = InboxRebuilder(
+            redis, settings.inbox_max, settings.rebuild_posts_per_author,
+            settings.rebuild_max_following,
+        )
+        self._background: set[asyncio.Task[object]] = set()
+        self._events_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._events_task = asyncio.create_task(self._follow_events())
+
+    async def stop(self) -> None:
+        if self._events_task:
+            self._events_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._events_task
+        for task in list(self._background):
+            task.cancel()
+
+    def _spawn(self, coro: object) -> asyncio.Task[object]:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _follow_events(self) -> None:
+        """Drop cached state the moment it goes stale (deletes, new pulled posts, mode
+        changes); the TTLs only bound staleness if a message is missed."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.events_channel())
+                    # Anything may have changed while we were not listening.
+                    await self.sources.forget_modes()
+                    await self.sources.pulled_cache.clear()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self._apply_event(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event subscription lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.5)
+
+    async def _apply_event(self, event: str) -> None:
+        kind, _, rest = event.partition(" ")
+        if kind == "deleted":
+            post_id, _, author_id = rest.partition(" ")
+            await self.hydrator.forget(post_id)
+            await self.sources.forget_author(author_id)
+        elif kind == "posted":
+            await self.sources.forget_author(rest)
+        elif kind == "mode":
+            await self.sources.forget_modes()
+            await self.sources.forget_author(rest)
+
+    # -- the read ----------------------------------------------------------------------------
+
+    async def read(self, user_id: str, page_size: int, cursor: Cursor) -> TimelinePage:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._budget_s
+        merged = await self.sources.merged_authors()
+        seen, pulled_authors = await self.sources.reader_state(user_id, merged)
+        regime = cursor.regime
+        now = time.time()
+        if seen is None or seen < now - self._settings.active_days * 86400:
+            # Returning (or new) reader: fan-out skipped them. Rebuild within half the budget;
+            # if it takes longer it finishes in the background and this page comes from the
+            # authors' own lists, which is complete, only slower.
+            rebuild = self._spawn(self.rebuilder.rebuild(user_id, merged))
+            done, _ = await asyncio.wait({rebuild}, timeout=self._budget_s / 2)
+            if not done:
+                regime = Regime.ARCHIVE
+        elif seen < now - SEEN_REFRESH_S:
+            self._spawn(self._redis.set(keys.last_seen(user_id), int(now)))
+
+        partial = False
+        page: Page | None = None
+        if regime is Regime.INBOX:
+            page, partial = await self._inbox_page(
+                user_id, pulled_authors, page_size, cursor.before_id, deadline
+            )
+            if not page.entries and page.next_cursor and page.next_cursor.regime is Regime.ARCHIVE:
+                page = None  # the inbox is used up right here: continue from the archive now
+        if page is None:
+            page, missed = await self._archive_page(user_id, page_size, cursor.before_id, deadline)
+            partial = partial or missed
+
+        remaining = max(MIN_HYDRATE_S, deadline - loop.time())
+        try:
+            bodies = await self.hydrator.bodies([pid for pid, _ in page.entries], remaining)
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(f"post bodies unavailable ({exc.code().name}); retry") from exc
+        entries = [(bodies[pid], src) for pid, src in page.entries if pid in bodies]
+        gone = [pid for pid, src in page.entries if pid not in bodies and src is Source.INBOX]
+        if gone:  # deleted posts: tidy the inbox so later reads do not fetch them again
+            self._spawn(self._redis.zrem(keys.inbox(user_id), *(str(g) for g in gone)))
+        return TimelinePage(entries, page.next_cursor, partial)
+
+    async def _inbox_page(
+        self, user_id: str, pulled_authors: list[str], page_size: int,
+        before_id: int | None, deadline: float,
+    ) -> tuple[Page, bool]:
+        fetch = page_size + 1
+        inbox_task = asyncio.ensure_future(self.sources.inbox(user_id, before_id, fetch))
+        pulled_tasks = [
+            asyncio.ensure_future(self.sources.pulled(a, before_id, fetch)) for a in pulled_authors
+        ]
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        done, pending = await asyncio.wait([inbox_task, *pulled_tasks], timeout=timeout)
+        for task in pending:
+            task.cancel()
+        failed = {t for t in done if t.exception() is not None}
+        for task in failed:
+            log.warning("timeline source failed: %s", task.exception())
+        if inbox_task in failed and len(failed) == len(done):
+            raise Unavailable("timeline sources unavailable; retry")
+        ok = done - failed
+        inbox = inbox_task.result() if inbox_task in ok else None
+        pulled = [t.result() for t in pulled_tasks if t in ok]
+        partial = bool(pending or failed)
+        return merge.inbox_page(inbox, pulled, page_size, before_id), partial
+
+    async def _archive_page(
+        self, user_id: str, page_size: int, before_id: int | None, deadline: float
+    ) -> tuple[Page, bool]:
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            lists = await asyncio.wait_for(
+                self.sources.archive(
+                    user_id, before_id, page_size + 1, self._settings.rebuild_max_following
+                ),
+                timeout,
+            )
+        except TimeoutError:
+            # Nothing shown; the same cursor lets the client try this page again.
+            return Page([], Cursor(Regime.ARCHIVE, before_id)), True
+        return merge.archive_page(lists, page_size), False

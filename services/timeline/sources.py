@@ -1,0 +1,157 @@
+"""Where timeline ids come from: the reader's inbox, pulled author lists (cached,
+single-flight), and the archive of followed authors' own lists. Also the inbox rebuild for
+readers returning after a while away."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from services.common import keys
+from services.common.cache import BoundedMemoryCache, get_or_load
+from services.common.config import PAGE_SIZE_MAX
+
+# How many of a pulled author's newest ids one cache entry holds: enough for the first pages
+# of every reader; deeper pages read the store directly.
+RECENT_LIST_LEN = 2 * PAGE_SIZE_MAX + 56
+PULLED_CACHE_KEYS = 10_000
+
+
+def _ids(raw: Sequence[bytes]) -> list[int]:
+    return [int(x) for x in raw]
+
+
+def _upper(before_id: int | None) -> str:
+    return f"({before_id}" if before_id is not None else "+inf"
+
+
+class Sources:
+    def __init__(self, redis: Redis, pull_ttl_s: float) -> None:
+        self._redis = redis
+        self.pulled_cache = BoundedMemoryCache(PULLED_CACHE_KEYS, ttl=pull_ttl_s, namespace="pl:")
+        self.merged_cache = BoundedMemoryCache(4, ttl=pull_ttl_s, namespace="ma:")
+        self.pulled_hits = 0
+        self.pulled_misses = 0
+
+    async def merged_authors(self) -> frozenset[str]:
+        """Authors whose lists timelines merge (PULL, or demoted and still backfilling)."""
+
+        async def load() -> frozenset[str]:
+            return frozenset(m.decode() for m in await self._redis.smembers(keys.merged_authors()))
+
+        value, _ = await get_or_load(self.merged_cache, "all", load)
+        return value
+
+    async def reader_state(
+        self, user_id: str, merged: frozenset[str]
+    ) -> tuple[int | None, list[str]]:
+        """(last_seen unix s or None, the merged authors the reader follows, self included)."""
+        candidates = sorted(merged - {user_id})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.last_seen(user_id))
+            if candidates:
+                pipe.zmscore(keys.following(user_id), candidates)
+            results = await pipe.execute()
+        seen = int(results[0]) if results[0] is not None else None
+        followed = [a for a, s in zip(candidates, results[1], strict=True) if s is not None] \
+            if candidates else []
+        if user_id in merged:
+            followed.append(user_id)
+        return seen, followed
+
+    async def inbox(self, user_id: str, before_id: int | None, limit: int) -> list[int]:
+        return _ids(
+            await self._redis.zrevrangebyscore(
+                keys.inbox(user_id), _upper(before_id), "-inf", start=0, num=limit
+            )
+        )
+
+    async def author_list(self, author_id: str, before_id: int | None, limit: int) -> list[int]:
+        """Straight from the store: an author's ids below `before_id`, newest first."""
+        return _ids(
+            await self._redis.zrevrangebyscore(
+                keys.author_posts(author_id), _upper(before_id), "-inf", start=0, num=limit
+            )
+        )
+
+    async def pulled(self, author_id: str, before_id: int | None, limit: int) -> list[int]:
+        """A pulled author's ids below `before_id`: from the cache when it covers the range."""
+
+        async def load() -> tuple[int, ...]:
+            return tuple(await self.author_list(author_id, None, RECENT_LIST_LEN))
+
+        recent, hit = await get_or_load(self.pulled_cache, author_id, load)
+        if hit:
+            self.pulled_hits += 1
+        else:
+            self.pulled_misses += 1
+        start = 0
+        if before_id is not None:
+            # `recent` is descending; find the first id below before_id.
+            start = bisect.bisect_left(recent, -before_id + 1, key=lambda x: -x)
+        chosen = list(recent[start : start + limit])
+        if len(chosen) < limit and len(recent) == RECENT_LIST_LEN:
+            return await self.author_list(author_id, before_id, limit)
+        return chosen
+
+    async def archive(
+        self, user_id: str, before_id: int | None, limit: int, max_following: int
+    ) -> list[list[int]]:
+        """Every followed author's list (and the reader's own) below `before_id`."""
+        following = await self._redis.zrange(keys.following(user_id), 0, max_following - 1)
+        authors = [user_id, *(f.decode() for f in following)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for author in authors:
+                pipe.zrevrangebyscore(
+                    keys.author_posts(author), _upper(before_id), "-inf", start=0, num=limit
+                )
+            return [_ids(r) for r in await pipe.execute()]
+
+    async def forget_author(self, author_id: str) -> None:
+        await self.pulled_cache.delete(author_id)
+
+    async def forget_modes(self) -> None:
+        await self.merged_cache.clear()
+
+
+class InboxRebuilder:
+    """Rebuilds the inbox of a reader who was inactive (so fan-out skipped them)."""
+
+    def __init__(self, redis: Redis, inbox_max: int, posts_per_author: int,
+                 max_following: int) -> None:
+        self._redis = redis
+        self._cap = inbox_max
+        self._per_author = posts_per_author
+        self._max_following = max_following
+
+    async def rebuild(self, user_id: str, merged: frozenset[str]) -> int:
+        """Returns the number of entries written.
+
+        Marks the reader active first, so posts fanned out from now on are pushed to them;
+        what was posted before is read from the followed authors' lists. Bounded work: at
+        most `max_following` authors x `posts_per_author` ids, one pipelined round trip.
+        """
+        await self._redis.set(keys.last_seen(user_id), int(time.time()))
+        following = await self._redis.zrange(keys.following(user_id), 0, self._max_following - 1)
+        authors = [user_id, *(a for a in (f.decode() for f in following) if a not in merged)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for author in authors:
+                pipe.zrevrange(keys.author_posts(author), 0, self._per_author - 1)
+            lists = [_ids(r) for r in await pipe.execute()]
+        # An author cut off at posts_per_author may have older posts we did not read: keep only
+        # what is complete (ids at or above the highest cut-off), so the inbox holds every
+        # pushed post above its floor and older pages continue from the authors' lists.
+        floor = max((ids[-1] for ids in lists if len(ids) == self._per_author), default=0)
+        chosen = sorted({i for ids in lists for i in ids if i >= floor}, reverse=True)[: self._cap]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if floor:
+                pipe.zremrangebyscore(keys.inbox(user_id), "-inf", f"({floor}")
+            if chosen:
+                pipe.zadd(keys.inbox(user_id), {str(i): i for i in chosen})
+            pipe.zremrangebyrank(keys.inbox(user_id), 0, -(self._cap + 1))
+            pipe.hincrby(keys.fanout_stats(), "inbox_rebuilds", 1)
+            await pipe.execute()
+        return len(chosen)
