@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.common.config import Settings, load_settings
+from services.common.redis import connect
 from services.common.embedded import EmbeddedStore
 from services.launcher import Suite
 
@@ -22,7 +23,7 @@ def store() -> Iterator[EmbeddedStore]:
 
 @pytest.fixture
 async def redis(store: EmbeddedStore) -> AsyncIterator[Redis]:
-    client = Redis.from_url(store.url)
+    client = connect(store.url)
     await client.flushall()
     yield client
     await client.aclose()

@@ -20,8 +20,10 @@ from services.common import keys
 #           skipped: their inbox is rebuilt when they return).
 # A follower who no longer follows the author (unfollowed while this batch was queued) is
 # skipped too, so an unfollow purge cannot be undone by an in-flight batch.
-# Returns {written, skipped_inactive}; written counts entries newly added, so a retried batch
-# neither duplicates entries nor double-counts them.
+# Returns {written, skipped_inactive}. `written` counts inboxes that now hold the post, whether
+# or not this call added it: a batch re-run after a crash (its first run wrote but was never
+# acknowledged, so never counted) is then counted exactly once, and ZADD of an existing
+# member keeps the entry single.
 PUSH = """
 local id, author, cap, since = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local written, skipped = 0, 0
@@ -29,7 +31,8 @@ for i = 1, #KEYS, 3 do
   local seen = redis.call('GET', KEYS[i + 1])
   if seen and tonumber(seen) >= since then
     if redis.call('ZSCORE', KEYS[i + 2], author) then
-      written = written + redis.call('ZADD', KEYS[i], id, id)
+      redis.call('ZADD', KEYS[i], id, id)
+      written = written + 1
       if redis.call('ZCARD', KEYS[i]) > cap then
         redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(cap + 1))
       end

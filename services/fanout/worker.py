@@ -111,10 +111,12 @@ class Worker:
             outcome = await self._retract_batch(job)
         else:
             outcome = await self._backfill_batch(job)
+        if self._settings.fanout_batch_pause_ms:
+            # Throttle before acknowledging: the entry stays pending meanwhile, so a worker
+            # stopped during the pause leaves the batch to be reclaimed and redone.
+            await asyncio.sleep(self._settings.fanout_batch_pause_ms / 1000)
         await self._ack(entry_id, job, outcome)
         self.batches_done += 1
-        if self._settings.fanout_batch_pause_ms:
-            await asyncio.sleep(self._settings.fanout_batch_pause_ms / 1000)
         return outcome
 
     def _active_since(self) -> int:
@@ -148,7 +150,8 @@ class Worker:
                 return outcome
             outcome.counters = {"posts_push": 1}
             delivery["state"] = DeliveryState.DELIVERING
-            outcome.written += await self._inboxes.push_own(post_id, job.author_id)
+            await self._inboxes.push_own(post_id, job.author_id)
+            outcome.written += 1  # the author's own inbox, counted like PUSH's followers
         followers = await self._graph.followers_after(
             job.author_id, job.cursor, self._settings.fanout_batch_size
         )

@@ -1,0 +1,112 @@
+"""An in-process stack on a real Valkey: post and fan-out gRPC servers on free ports, a
+worker driven step by step, and the timeline reader called directly."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from services.common import clients, keys
+from services.common.config import Settings
+from services.common.pagination import PageTokens
+from services.common.server import GrpcServer
+from services.fanout.service import Fanout
+from services.fanout.servicer import FanoutServicer
+from services.fanout.worker import Worker
+from services.gen.feed.v1 import fanout_pb2_grpc, post_pb2, post_pb2_grpc
+from services.post.outbox import Outbox
+from services.post.servicer import PostServicer
+from services.post.store import PostStore
+from services.timeline.cursor import FIRST_PAGE, Cursor
+from services.timeline.reader import TimelinePage, TimelineReader
+
+
+@dataclass
+class Stack:
+    redis: Redis
+    settings: Settings
+    fanout: Fanout
+    worker: Worker
+    posts: post_pb2_grpc.PostServiceStub
+    fanout_stub: fanout_pb2_grpc.FanoutServiceStub
+    reader: TimelineReader
+    extras: list[Any] = field(default_factory=list)
+
+    async def drain(self, limit: int = 10_000) -> int:
+        """Run the worker until the stream is empty; returns the entries processed."""
+        done = 0
+        while await self.redis.xlen(keys.fanout_stream()) and done < limit:
+            done += await self.worker.step(block_ms=10)
+        return done
+
+    async def post(self, author: str, text: str = "text", request_id: str = "") -> post_pb2.Post:
+        reply = await self.posts.CreatePost(
+            post_pb2.CreatePostRequest(author_id=author, text=text, request_id=request_id)
+        )
+        return reply.post
+
+    async def activate(self, *users: str) -> None:
+        """Mark users as recent readers, so fan-out pushes to them."""
+        await self.redis.mset({keys.last_seen(u): int(time.time()) for u in users})
+
+    async def page(self, user: str, size: int = 20, cursor: Cursor = FIRST_PAGE) -> TimelinePage:
+        return await self.reader.read(user, size, cursor)
+
+    async def all_ids(self, user: str, size: int = 7) -> list[int]:
+        ids: list[int] = []
+        cursor: Cursor | None = FIRST_PAGE
+        while cursor is not None:
+            page = await self.page(user, size, cursor)
+            ids += [int(p.post_id) for p, _ in page.entries]
+            cursor = page.next_cursor
+        return ids
+
+    async def inbox(self, user: str) -> list[int]:
+        return [int(x) for x in await self.redis.zrevrange(keys.inbox(user), 0, -1)]
+
+
+@pytest.fixture
+async def make_stack(redis: Redis, settings: Settings) -> AsyncIterator[Any]:
+    made: list[tuple[GrpcServer, GrpcServer, Any, Any, TimelineReader]] = []
+
+    async def build(**overrides: Any) -> Stack:
+        s = settings.with_overrides(**overrides)
+        fanout = Fanout(redis, s)
+        await fanout.start()
+        tokens = PageTokens(s.page_token_secret)
+        fanout_server = GrpcServer(
+            "127.0.0.1:0", ["feed.v1.FanoutService"],
+            lambda srv: fanout_pb2_grpc.add_FanoutServiceServicer_to_server(
+                FanoutServicer(fanout, tokens), srv),
+            grace_s=1,
+        )
+        fanout_port = await fanout_server.start()
+        fanout_channel = clients.channel(f"127.0.0.1:{fanout_port}")
+        outbox = Outbox(redis, clients.fanout_stub(fanout_channel), s.outbox_retry_ms)
+        post_servicer = PostServicer(PostStore(redis), outbox, tokens, s.outbox_retry_ms)
+        post_server = GrpcServer(
+            "127.0.0.1:0", ["feed.v1.PostService"],
+            lambda srv: post_pb2_grpc.add_PostServiceServicer_to_server(post_servicer, srv),
+            grace_s=1,
+        )
+        post_port = await post_server.start()
+        post_channel = clients.channel(f"127.0.0.1:{post_port}")
+        reader = TimelineReader(redis, clients.post_stub(post_channel), s)
+        await reader.start()
+        worker = Worker(redis, s, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue, "w1")
+        made.append((fanout_server, post_server, fanout_channel, post_channel, reader))
+        return Stack(redis, s, fanout, worker, clients.post_stub(post_channel),
+                     clients.fanout_stub(fanout_channel), reader)
+
+    yield build
+    for fanout_server, post_server, fanout_channel, post_channel, reader in made:
+        await reader.stop()
+        await fanout_channel.close()
+        await post_channel.close()
+        await post_server.stop()
+        await fanout_server.stop()
