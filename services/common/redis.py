@@ -19,4 +19,4 @@ def connect(url: str, max_connections: int = 64) -> Redis:
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=POOL_WAIT_S, health_check_interval=30
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
