@@ -83,7 +83,7 @@ class Suite:
             f"OTEL_SERVICE_NAME_{role.upper()}", f"fanline-{role}")}
         out = None
         if self.log_dir:
-            out = open(os.path.join(self.log_dir, f"{name}.log"), "ab")  # noqa: SIM115
+            out = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", role],
             env=proc_env,

@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio import Redis
 
 from services.common.config import Settings, load_settings
-from services.common.redis import connect
 from services.common.embedded import EmbeddedStore
+from services.common.redis import connect
 from services.launcher import Suite
 
 

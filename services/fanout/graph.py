@@ -12,7 +12,6 @@ from services.fanout import policy
 from services.fanout.inbox import InboxWriter
 from services.fanout.policy import Mode
 
-
 # KEYS[1] = pull authors, KEYS[2] = merged authors (same hash tag). ARGV[1] = author,
 # ARGV[2] = events channel. Returns 1 if the author stopped being merged, 0 if they are PULL.
 _FINISH_DEMOTION = """

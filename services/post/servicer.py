@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import grpc
 
-from services.common.errors import InvalidArgument
-
 from services.common import validation
+from services.common.errors import InvalidArgument
 from services.common.pagination import PageTokens
+from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.post.outbox import Outbox
 from services.post.store import PostStore, now_ms, outbox_publish, outbox_retract
-from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 
 MAX_BATCH_IDS = 1000
 

@@ -120,16 +120,23 @@ class TimelineReader:
             self._spawn(self._redis.set(keys.last_seen(user_id), int(now)))
 
         partial = False
-        page: Page | None = None
         if regime is Regime.INBOX:
             page, partial = await self._inbox_page(
                 user_id, pulled_authors, page_size, cursor.before_id, deadline
             )
-            if not page.entries and page.next_cursor and page.next_cursor.regime is Regime.ARCHIVE:
-                page = None  # the inbox is used up right here: continue from the archive now
-        if page is None:
-            page, missed = await self._archive_page(user_id, page_size, cursor.before_id, deadline)
-            partial = partial or missed
+            handover = page.next_cursor
+            if handover and handover.regime is Regime.ARCHIVE and len(page.entries) < page_size:
+                # The inbox ran out on this page: fill it from the authors' own lists, so a
+                # short timeline ends here instead of with an empty extra page.
+                rest, missed = await self._archive_page(
+                    user_id, page_size - len(page.entries), handover.before_id, deadline
+                )
+                page = Page(page.entries + rest.entries, rest.next_cursor)
+                partial = partial or missed
+        else:
+            page, partial = await self._archive_page(
+                user_id, page_size, cursor.before_id, deadline
+            )
 
         remaining = max(MIN_HYDRATE_S, deadline - loop.time())
         try:

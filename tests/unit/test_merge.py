@@ -61,8 +61,11 @@ def test_walking_pages_over_a_trimmed_inbox_returns_every_post_once_in_order() -
     inbox_all = sorted(push_posts, reverse=True)[:12]  # trimmed inbox keeps 12 newest pushes
     seen: list[int] = []
     cursor = Cursor()
+
+    def below(ids: list[int]) -> list[int]:
+        return [i for i in ids if cursor.before_id is None or i < cursor.before_id]
+
     for _ in range(100):
-        below = (lambda ids: [i for i in ids if cursor.before_id is None or i < cursor.before_id])
         if cursor.regime is Regime.INBOX:
             inbox = sorted(below(inbox_all), reverse=True)[:6]
             pulled = [sorted(below(pull_posts), reverse=True)[:6]]
