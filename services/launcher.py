@@ -90,9 +90,16 @@ class Suite:
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
         )
+        if out:
+            out.close()  # the child holds its own descriptor
         self.procs[name] = proc
         proc.fanline_env = proc_env  # type: ignore[attr-defined]
         return proc
+
+    def respawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start a stopped service again, on the same address."""
+        role = "worker" if name.startswith("worker") else name
+        return self._spawn(name, role, {})
 
     def addr_of(self, name: str) -> str:
         proc = self.procs[name]

@@ -56,6 +56,13 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
 def _redis_url(value: str) -> str:
     if value and not value.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected redis://, rediss:// or unix:// (or empty for embedded)")
@@ -125,6 +132,9 @@ SETTINGS: tuple[Setting, ...] = (
             "HMAC key for page tokens (set the same value on every replica)"),
     Setting("FANLINE_SHUTDOWN_GRACE_S", "shutdown_grace_s", "10", _positive_float,
             "on SIGTERM: time in-flight calls get before the server stops"),
+    Setting("FANLINE_SHUTDOWN_DRAIN_S", "shutdown_drain_s", "0", _non_negative_float,
+            "on SIGTERM: keep serving this long while health reports NOT_SERVING, so load "
+            "balancers stop routing before the server refuses new calls"),
     Setting("FANLINE_METRICS_PORT", "metrics_port", "0", _int_at_least(0),
             "Prometheus scrape port (0 = off)"),
     Setting("FANLINE_LOG_LEVEL", "log_level", "INFO", _log_level, "log level"),
@@ -156,6 +166,7 @@ class Settings:
     outbox_retry_ms: int
     page_token_secret: str
     shutdown_grace_s: float
+    shutdown_drain_s: float
     metrics_port: int
     log_level: str
 

@@ -85,10 +85,12 @@ class GrpcServer:
         service_names: Iterable[str],
         register: Registrar,
         grace_s: float,
+        drain_s: float = 0.0,
     ) -> None:
         self._bind_addr = bind_addr
         self._service_names = list(service_names)
         self._grace_s = grace_s
+        self._drain_s = drain_s
         self._shutdown_hooks: list[Hook] = []
         self._stopped = asyncio.Event()
         self.health = health.aio.HealthServicer()
@@ -122,6 +124,10 @@ class GrpcServer:
             return
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
+        if self._drain_s:
+            # Still serving, but reporting NOT_SERVING: readiness probes fail and endpoints are
+            # withdrawn before we start refusing calls.
+            await asyncio.sleep(self._drain_s)
         for hook in self._shutdown_hooks:
             try:
                 await hook()

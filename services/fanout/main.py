@@ -24,6 +24,7 @@ async def run_api(settings: Settings) -> None:
         [fanout_pb2.DESCRIPTOR.services_by_name["FanoutService"].full_name],
         lambda s: fanout_pb2_grpc.add_FanoutServiceServicer_to_server(servicer, s),
         settings.shutdown_grace_s,
+        settings.shutdown_drain_s,
     )
     try:
         await server.run_until_signalled()
@@ -38,7 +39,8 @@ async def run_worker(settings: Settings) -> None:
     fanout = Fanout(redis, settings)
     worker = Worker(redis, settings, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue)
     server = GrpcServer(
-        settings.bind_addr(settings.worker_addr), [], lambda s: None, settings.shutdown_grace_s
+        settings.bind_addr(settings.worker_addr), [], lambda s: None, settings.shutdown_grace_s,
+        settings.shutdown_drain_s,
     )
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))

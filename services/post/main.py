@@ -27,6 +27,7 @@ async def run(settings: Settings) -> None:
         [post_pb2.DESCRIPTOR.services_by_name["PostService"].full_name],
         lambda s: post_pb2_grpc.add_PostServiceServicer_to_server(servicer, s),
         settings.shutdown_grace_s,
+        settings.shutdown_drain_s,
     )
     stop_draining = asyncio.Event()
     drainer = asyncio.create_task(outbox.run(stop_draining, now_ms))

@@ -23,6 +23,7 @@ async def run(settings: Settings) -> None:
         [timeline_pb2.DESCRIPTOR.services_by_name["TimelineService"].full_name],
         lambda s: timeline_pb2_grpc.add_TimelineServiceServicer_to_server(servicer, s),
         settings.shutdown_grace_s,
+        settings.shutdown_drain_s,
     )
     server.on_shutdown(reader.stop)
     try:

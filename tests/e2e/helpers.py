@@ -64,7 +64,12 @@ class Clients:
 
     def wait_delivered(self, post_id: str, timeout_s: float = 15) -> fanout_pb2.GetDeliveryResponse:
         def done() -> fanout_pb2.GetDeliveryResponse | None:
-            d = self.delivery(post_id)
+            try:
+                d = self.delivery(post_id)
+            except grpc.RpcError as err:  # not handed to fan-out yet
+                if err.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    return None
+                raise
             return d if d.state == fanout_pb2.DELIVERY_STATE_DELIVERED else None
 
         return wait_for(done, timeout_s, message=f"delivery of {post_id}")  # type: ignore[return-value]

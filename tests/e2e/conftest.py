@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from services.launcher import Suite
+from tests.e2e.helpers import Clients
+
+# A low threshold so a handful of follows makes a celebrity.
+THRESHOLD = 5
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    logs = tmp_path_factory.mktemp("suite-logs")
+    with Suite(workers=1, extra_env={"FANLINE_CELEBRITY_THRESHOLD": str(THRESHOLD)},
+               log_dir=str(logs)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(suite: Suite) -> Clients:
+    return Clients.of(suite)
+
+
+@pytest.fixture
+def uid(request: pytest.FixtureRequest) -> str:
+    """A prefix unique to the test, so tests sharing a suite never share users."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[-40:]

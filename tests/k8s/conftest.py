@@ -1,0 +1,125 @@
+"""Renders the kustomize overlays once per session and gives tests a typed view of the objects."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+OVERLAYS = tuple(sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir()))
+# Every kustomization directory that must render; base is included to catch errors at the source.
+TARGETS = ("base", *(f"overlays/{name}" for name in OVERLAYS))
+
+Obj = dict[str, Any]
+
+
+def kubectl_path() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.skip("kubectl is not installed: cannot render the kustomize overlays")
+    return path
+
+
+@functools.cache
+def render(target: str) -> tuple[Obj, ...]:
+    """`kubectl kustomize k8s/<target>` as parsed objects (cached: rendering is the slow part)."""
+    result = subprocess.run(
+        [kubectl_path(), "kustomize", str(K8S / target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize k8s/{target} failed:\n{result.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    name: str
+    objects: tuple[Obj, ...]
+
+    def of_kind(self, kind: str) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> Obj:
+        for obj in self.of_kind(kind):
+            if obj["metadata"]["name"] == name:
+                return obj
+        raise AssertionError(f"{self.name}: no {kind} named {name!r}")
+
+    @property
+    def namespace(self) -> str:
+        (ns,) = self.of_kind("Namespace")
+        return str(ns["metadata"]["name"])
+
+    @property
+    def workloads(self) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] in {"Deployment", "StatefulSet"}]
+
+    def pod_spec(self, workload: Obj) -> Obj:
+        return dict(workload["spec"]["template"]["spec"])
+
+    def containers(self) -> Iterator[tuple[Obj, Obj]]:
+        """(workload, container) for every container, init containers included."""
+        for workload in self.workloads:
+            spec = self.pod_spec(workload)
+            for container in [*spec.get("initContainers", []), *spec["containers"]]:
+                yield workload, container
+
+    @property
+    def config(self) -> dict[str, str]:
+        """Data of the generated Fanline ConfigMap (its name carries a content hash)."""
+        found = [
+            o for o in self.of_kind("ConfigMap") if o["metadata"]["name"].startswith("fanline-config-")
+        ]
+        assert len(found) == 1, f"{self.name}: expected one fanline-config ConfigMap"
+        return {k: str(v) for k, v in found[0].get("data", {}).items()}
+
+    def fanline_containers(self) -> Iterator[tuple[Obj, Obj, str]]:
+        """(workload, container, role) for every container that runs `fanline serve <role>`."""
+        for workload, container in self.containers():
+            if workload["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "fanline":
+                args = container.get("args", [])
+                assert len(args) == 2 and args[0] == "serve", f"unexpected args {args}"
+                yield workload, container, str(args[1])
+
+    def role_workload(self, role: str) -> Obj:
+        for workload, _, found in self.fanline_containers():
+            if found == role:
+                return workload
+        raise AssertionError(f"{self.name}: no workload runs role {role!r}")
+
+
+@pytest.fixture(scope="session", params=TARGETS)
+def target(request: pytest.FixtureRequest) -> Rendered:
+    """Every kustomization, base included."""
+    name = str(request.param)
+    return Rendered(name, render(name))
+
+
+@pytest.fixture(scope="session", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> Rendered:
+    """Every deployable overlay."""
+    name = str(request.param)
+    return Rendered(name, render(f"overlays/{name}"))
+
+
+@pytest.fixture(scope="session")
+def dev() -> Rendered:
+    return Rendered("dev", render("overlays/dev"))
+
+
+@pytest.fixture(scope="session")
+def prod() -> Rendered:
+    return Rendered("prod", render("overlays/prod"))
