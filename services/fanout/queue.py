@@ -84,7 +84,10 @@ def _text(value: bytes | str) -> str:
 # Returns 1 queued, 0 already queued before (a retried hand-off), -1 queue full.
 _ENQUEUE = """
 if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+  redis.call('HINCRBY', KEYS[3], 'refused_queue_full', 1)
+  return -1
+end
 redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
 if ARGV[5] == '1' then
   redis.call('HSET', KEYS[2], 'state', 'queued', 'queued_ms', ARGV[3], 'trace_id', ARGV[4])
@@ -104,6 +107,7 @@ class QueueStats:
     skipped_inactive: int
     inbox_rebuilds: int
     reclaimed: int
+    refused_queue_full: int
     depth: int
     pending: int
 
@@ -161,6 +165,7 @@ class FanoutQueue:
             skipped_inactive=counters.get("skipped_inactive", 0),
             inbox_rebuilds=counters.get("inbox_rebuilds", 0),
             reclaimed=counters.get("reclaimed", 0),
+            refused_queue_full=counters.get("refused_queue_full", 0),
             depth=int(depth),
             pending=int(pending["pending"]) if pending else 0,
         )

@@ -108,6 +108,7 @@ class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
             queue_pending=s.pending,
             queue_reclaimed=s.reclaimed,
             inbox_rebuilds=s.inbox_rebuilds,
+            publish_refused_queue_full=s.refused_queue_full,
         )
 
     async def GetDelivery(

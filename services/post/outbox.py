@@ -57,7 +57,9 @@ class Outbox:
             else:
                 log.error("dropping unknown outbox entry %r", entry)
         except grpc.aio.AioRpcError as exc:
-            log.info("hand-off %s not accepted (%s); will retry", entry, exc.code().name)
+            # Queue full is back-pressure working as intended, but operators must see it.
+            level = logging.WARNING if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else logging.INFO
+            log.log(level, "hand-off %s not accepted (%s); will retry", entry, exc.code().name)
             return False
         await self._redis.zrem(self._key, entry)
         return True

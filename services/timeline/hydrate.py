@@ -3,6 +3,7 @@ for the rest. Most reads never pay the second hop."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from services.common.cache import BoundedMemoryCache
@@ -13,6 +14,9 @@ class Hydrator:
     def __init__(self, posts: post_pb2_grpc.PostServiceStub, size: int, ttl_s: float) -> None:
         self._posts = posts
         self.cache = BoundedMemoryCache(size, ttl=ttl_s, namespace="b:")
+        # Single flight per post id: a body already being fetched for one reader is awaited by
+        # the others, so N readers of one fresh post cost one BatchGetPosts, not N.
+        self._inflight: dict[str, asyncio.Future[post_pb2.Post | None]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -26,14 +30,46 @@ class Hydrator:
         missing = [k for k, p in zip(keys, cached, strict=True) if p is None]
         self.hits += len(found)
         self.misses += len(missing)
-        if missing:
+        if not missing:
+            return found
+        joined = [k for k in missing if k in self._inflight]
+        mine = [k for k in missing if k not in self._inflight]
+        waits = {k: self._inflight[k] for k in joined}
+        if mine:
+            found.update((int(k), p) for k, p in (await self._fetch(mine, timeout_s)).items())
+        for key, future in waits.items():
+            post = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            if post is not None:
+                found[int(key)] = post
+        return found
+
+    async def _fetch(self, keys: list[str], timeout_s: float) -> dict[str, post_pb2.Post]:
+        loop = asyncio.get_running_loop()
+        futures = {k: loop.create_future() for k in keys}
+        self._inflight.update(futures)
+        try:
             reply = await self._posts.BatchGetPosts(
-                post_pb2.BatchGetPostsRequest(post_ids=missing), timeout=timeout_s
+                post_pb2.BatchGetPostsRequest(post_ids=keys), timeout=timeout_s
             )
             if reply.posts:
                 await self.cache.multi_set([(p.post_id, p) for p in reply.posts])
-            found.update((int(p.post_id), p) for p in reply.posts)
-        return found
+            by_id = {p.post_id: p for p in reply.posts}
+            for key, future in futures.items():
+                future.set_result(by_id.get(key))
+            return by_id
+        except BaseException as exc:
+            for future in futures.values():
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+                    future.exception()  # marks it retrieved; each waiter re-raises it
+            raise
+        finally:
+            for key in keys:
+                self._inflight.pop(key, None)
 
     async def forget(self, post_id: str) -> None:
         await self.cache.delete(post_id)

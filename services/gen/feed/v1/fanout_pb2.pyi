@@ -135,7 +135,7 @@ class GetFanoutStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetFanoutStatsResponse(_message.Message):
-    __slots__ = ("posts_published", "inbox_writes", "write_amplification", "queue_depth", "posts_push", "posts_pull", "inbox_writes_skipped_inactive", "queue_pending", "queue_reclaimed", "inbox_rebuilds")
+    __slots__ = ("posts_published", "inbox_writes", "write_amplification", "queue_depth", "posts_push", "posts_pull", "inbox_writes_skipped_inactive", "queue_pending", "queue_reclaimed", "inbox_rebuilds", "publish_refused_queue_full")
     POSTS_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     INBOX_WRITES_FIELD_NUMBER: _ClassVar[int]
     WRITE_AMPLIFICATION_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,7 @@ class GetFanoutStatsResponse(_message.Message):
     QUEUE_PENDING_FIELD_NUMBER: _ClassVar[int]
     QUEUE_RECLAIMED_FIELD_NUMBER: _ClassVar[int]
     INBOX_REBUILDS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_REFUSED_QUEUE_FULL_FIELD_NUMBER: _ClassVar[int]
     posts_published: int
     inbox_writes: int
     write_amplification: float
@@ -156,7 +157,8 @@ class GetFanoutStatsResponse(_message.Message):
     queue_pending: int
     queue_reclaimed: int
     inbox_rebuilds: int
-    def __init__(self, posts_published: _Optional[int] = ..., inbox_writes: _Optional[int] = ..., write_amplification: _Optional[float] = ..., queue_depth: _Optional[int] = ..., posts_push: _Optional[int] = ..., posts_pull: _Optional[int] = ..., inbox_writes_skipped_inactive: _Optional[int] = ..., queue_pending: _Optional[int] = ..., queue_reclaimed: _Optional[int] = ..., inbox_rebuilds: _Optional[int] = ...) -> None: ...
+    publish_refused_queue_full: int
+    def __init__(self, posts_published: _Optional[int] = ..., inbox_writes: _Optional[int] = ..., write_amplification: _Optional[float] = ..., queue_depth: _Optional[int] = ..., posts_push: _Optional[int] = ..., posts_pull: _Optional[int] = ..., inbox_writes_skipped_inactive: _Optional[int] = ..., queue_pending: _Optional[int] = ..., queue_reclaimed: _Optional[int] = ..., inbox_rebuilds: _Optional[int] = ..., publish_refused_queue_full: _Optional[int] = ...) -> None: ...
 
 class GetDeliveryRequest(_message.Message):
     __slots__ = ("post_id",)
