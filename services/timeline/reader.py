@@ -180,7 +180,8 @@ class TimelineReader:
         try:
             lists = await asyncio.wait_for(
                 self.sources.archive(
-                    user_id, before_id, page_size + 1, self._settings.rebuild_max_following
+                    user_id, before_id, page_size + 1, self._settings.rebuild_max_following,
+                    await self.sources.merged_authors(),
                 ),
                 timeout,
             )

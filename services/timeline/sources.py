@@ -4,6 +4,7 @@ readers returning after a while away."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections.abc import Sequence
@@ -98,17 +99,26 @@ class Sources:
         return chosen
 
     async def archive(
-        self, user_id: str, before_id: int | None, limit: int, max_following: int
+        self, user_id: str, before_id: int | None, limit: int, max_following: int,
+        merged: frozenset[str],
     ) -> list[list[int]]:
-        """Every followed author's list (and the reader's own) below `before_id`."""
+        """Every followed author's list (and the reader's own) below `before_id`.
+
+        Merged (PULL) authors' lists come through the shared cache like in the inbox regime,
+        so readers of a celebrity do not each hit the store for it; the others are read in
+        one pipelined round trip."""
         following = await self._redis.zrange(keys.following(user_id), 0, max_following - 1)
         authors = [user_id, *(f.decode() for f in following)]
+        pulled = [a for a in authors if a in merged]
+        direct = [a for a in authors if a not in merged]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for author in authors:
+            for author in direct:
                 pipe.zrevrangebyscore(
                     keys.author_posts(author), _upper(before_id), "-inf", start=0, num=limit
                 )
-            return [_ids(r) for r in await pipe.execute()]
+            lists = [_ids(r) for r in await pipe.execute()] if direct else []
+        lists += await asyncio.gather(*(self.pulled(a, before_id, limit) for a in pulled))
+        return lists
 
     async def forget_author(self, author_id: str) -> None:
         await self.pulled_cache.delete(author_id)

@@ -80,9 +80,7 @@ class Rendered:
     @property
     def config(self) -> dict[str, str]:
         """Data of the generated Fanline ConfigMap (its name carries a content hash)."""
-        found = [
-            o for o in self.of_kind("ConfigMap") if o["metadata"]["name"].startswith("fanline-config-")
-        ]
+        found = [o for o in self.of_kind("ConfigMap") if o["metadata"]["name"].startswith("fanline-config-")]
         assert len(found) == 1, f"{self.name}: expected one fanline-config ConfigMap"
         return {k: str(v) for k, v in found[0].get("data", {}).items()}
 

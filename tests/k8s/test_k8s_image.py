@@ -146,6 +146,11 @@ def test_dockerignore_keeps_build_inputs_and_drops_local_state() -> None:
     ]
     for path in needed:
         assert not dockerignored(path, patterns), f"{path} would be missing from the build"
-    for path in [".venv/bin/python", ".git/config", "tests/k8s/conftest.py",
-                 "services/gen/feed/v1/post_pb2.py", "services/__pycache__/cli.cpython-311.pyc"]:
+    for path in [
+        ".venv/bin/python",
+        ".git/config",
+        "tests/k8s/conftest.py",
+        "services/gen/feed/v1/post_pb2.py",
+        "services/__pycache__/cli.cpython-311.pyc",
+    ]:
         assert dockerignored(path, patterns), f"{path} would be sent to the build"

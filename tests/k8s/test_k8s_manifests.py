@@ -200,9 +200,7 @@ def test_prod_takes_secrets_from_a_secret(prod: Rendered, dev: Rendered) -> None
     assert prod.config["FANLINE_PAGE_TOKEN_SECRET"] != dev.config["FANLINE_PAGE_TOKEN_SECRET"]
     for workload, container, _ in prod.fanline_containers():
         refs = {
-            e["name"]: e["valueFrom"]["secretKeyRef"]
-            for e in container.get("env", [])
-            if "valueFrom" in e
+            e["name"]: e["valueFrom"]["secretKeyRef"] for e in container.get("env", []) if "valueFrom" in e
         }
         assert set(refs) == set(SECRET_SAMPLES), name_of(workload)
 
@@ -242,7 +240,8 @@ def test_ports_agree_across_config_services_probes_and_containers(overlay: Rende
         assert service["spec"].get("clusterIP") == "None", f"{where}: Service must be headless"
         assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(workload))
         others = [
-            w for w in overlay.workloads
+            w
+            for w in overlay.workloads
             if w is not workload
             and selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(w))
         ]
@@ -297,8 +296,10 @@ def test_autoscalers_own_the_replica_counts(overlay: Rendered) -> None:
 
 def test_prod_runs_more_replicas_than_dev(prod: Rendered, dev: Rendered) -> None:
     def floor(rendered: Rendered) -> dict[str, int]:
-        counts = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"]
-                  for h in rendered.of_kind("HorizontalPodAutoscaler")}
+        counts = {
+            h["spec"]["scaleTargetRef"]["name"]: h["spec"]["minReplicas"]
+            for h in rendered.of_kind("HorizontalPodAutoscaler")
+        }
         for w, _, _ in rendered.fanline_containers():
             counts.setdefault(w["metadata"]["name"], w["spec"].get("replicas", 1))
         return counts

@@ -43,11 +43,10 @@ class Cluster:
         ingress = dst.namespace is None or self._permits(dst, src, port, protocol, "Ingress")
         return egress and ingress
 
-    def _permits(
-        self, subject: Endpoint, peer: Endpoint, port: int, protocol: str, direction: str
-    ) -> bool:
+    def _permits(self, subject: Endpoint, peer: Endpoint, port: int, protocol: str, direction: str) -> bool:
         selecting = [
-            p for p in self.policies
+            p
+            for p in self.policies
             if p["metadata"]["namespace"] == subject.namespace
             and matches(p["spec"].get("podSelector", {}), subject.labels)
             and direction in policy_types(p)
@@ -166,8 +165,9 @@ def cluster_for(rendered: Rendered) -> Cluster:
         Endpoint("shop-other", "shop"),
         Endpoint("other-client", "other", CLIENT),
         Endpoint("prometheus", "monitoring", {"app": "prometheus"}),
-        Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"},
-                 (("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"))),
+        Endpoint(
+            "kube-dns", "kube-system", {"k8s-app": "kube-dns"}, (("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"))
+        ),
         Endpoint("internet", None, ports=(("https", 443, "TCP"),), ip=OUTSIDE_IP),
         Endpoint("managed-redis", None, ports=(("redis", 6379, "TCP"),), ip=STORE_IP),
     ]
@@ -195,8 +195,11 @@ def expected_flows(cluster: Cluster, store: tuple[str, int], traces: str) -> set
         flows.add(("prometheus", role, 9464, "TCP"))
     flows |= {("post", "fanout", 50052, "TCP"), ("timeline", "post", 50051, "TCP")}
     for client in ("client", "shop-client"):
-        flows |= {(client, "post", 50051, "TCP"), (client, "fanout", 50052, "TCP"),
-                  (client, "timeline", 50053, "TCP")}
+        flows |= {
+            (client, "post", 50051, "TCP"),
+            (client, "fanout", 50052, "TCP"),
+            (client, "timeline", 50053, "TCP"),
+        }
     # Pods we do not deploy are not restricted by our policies: they may reach anything that
     # is not ours (DNS, the internet, the managed store).
     for src in cluster.endpoints:
@@ -271,14 +274,18 @@ REMOTE = Endpoint("remote", "b", {"app": "caller"})
         ({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}, REMOTE, False),
         ({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}, REMOTE, True),
         ({"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}, CALLER, True),
-        ({"podSelector": {}, "ingress": [{"ports": [{"port": 8080, "protocol": "UDP"}]}]},
-         CALLER, False),
-        ({"podSelector": {}, "ingress": [{"ports": [{"port": 8000, "endPort": 8100}]}]},
-         CALLER, True),
+        ({"podSelector": {}, "ingress": [{"ports": [{"port": 8080, "protocol": "UDP"}]}]}, CALLER, False),
+        ({"podSelector": {}, "ingress": [{"ports": [{"port": 8000, "endPort": 8100}]}]}, CALLER, True),
         ({"podSelector": {}, "policyTypes": ["Egress"]}, CALLER, False),  # caller is selected
-        ({"podSelector": {"matchExpressions": [{"key": "app", "operator": "In",
-                                                "values": ["caller"]}]},
-          "policyTypes": ["Egress"], "egress": [{"to": [{"podSelector": {}}]}]}, CALLER, True),
+        (
+            {
+                "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["caller"]}]},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": {}}]}],
+            },
+            CALLER,
+            True,
+        ),
     ],
 )
 def test_evaluator_follows_networkpolicy_semantics(spec: Obj, src: Endpoint, allowed: bool) -> None:
