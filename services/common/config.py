@@ -111,7 +111,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FANLINE_FANOUT_BATCH_SIZE", "fanout_batch_size", "1000", _int_at_least(1),
             "followers per fan-out batch (one server-side script call)"),
     Setting("FANLINE_FANOUT_BATCH_PAUSE_MS", "fanout_batch_pause_ms", "0", _int_at_least(0),
-            "pause after each batch, to cap the store load one worker may cause"),
+            "pause after each batch (before its ack), to cap the store load one worker causes"),
     Setting("FANLINE_QUEUE_MAX", "queue_max", "100000", _int_at_least(1),
             "fan-out stream bound; PublishPost answers RESOURCE_EXHAUSTED beyond it"),
     Setting("FANLINE_CLAIM_IDLE_MS", "claim_idle_ms", "30000", _int_at_least(1),
@@ -200,3 +200,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 def env_names() -> list[str]:
     return [s.env for s in SETTINGS]
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from SETTINGS (a test keeps them equal)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(empty)"
+        rows.append(f"| `{s.env}` | {default} | {s.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
