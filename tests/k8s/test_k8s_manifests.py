@@ -192,6 +192,8 @@ def test_every_container_env_is_known_and_valid(overlay: Rendered) -> None:
         assert settings.bind_host == "0.0.0.0", f"{role} must listen on the pod IP"
         assert settings.redis_url, f"{role} has no store URL"
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http://")
+        # Neither Jaeger nor the collector's pipeline accepts OTLP metrics: they are scraped.
+        assert env.get("OTEL_METRICS_EXPORTER") == "none", role
         names.add(env["OTEL_SERVICE_NAME"])
     assert len(names) == len(ROLES), "each role needs its own OTEL_SERVICE_NAME"
 

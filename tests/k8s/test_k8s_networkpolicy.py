@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -39,11 +39,11 @@ class Cluster:
     policies: list[Obj]
 
     def allowed(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> bool:
-        egress = src.namespace is None or self._permits(src, dst, port, protocol, "Egress")
-        ingress = dst.namespace is None or self._permits(dst, src, port, protocol, "Ingress")
+        egress = src.namespace is None or self.permits(src, dst, port, protocol, "Egress")
+        ingress = dst.namespace is None or self.permits(dst, src, port, protocol, "Ingress")
         return egress and ingress
 
-    def _permits(self, subject: Endpoint, peer: Endpoint, port: int, protocol: str, direction: str) -> bool:
+    def permits(self, subject: Endpoint, peer: Endpoint, port: int, protocol: str, direction: str) -> bool:
         selecting = [
             p
             for p in self.policies
@@ -132,6 +132,7 @@ ROLES = ("post", "fanout", "fanout-worker", "timeline")
 CLIENT = {"fanline.io/client": "true"}
 OUTSIDE_IP = "203.0.113.7"
 STORE_IP = "10.20.30.40"  # a managed Redis in a private subnet (prod)
+UNLISTED = ("unlisted", 12345, "TCP")
 
 
 def cluster_for(rendered: Rendered) -> Cluster:
@@ -171,6 +172,8 @@ def cluster_for(rendered: Rendered) -> Cluster:
         Endpoint("internet", None, ports=(("https", 443, "TCP"),), ip=OUTSIDE_IP),
         Endpoint("managed-redis", None, ports=(("redis", 6379, "TCP"),), ip=STORE_IP),
     ]
+    # Every endpoint also listens on a port nobody should reach, so over-broad rules show up.
+    endpoints = [replace(e, ports=(*e.ports, UNLISTED)) for e in endpoints]
     return Cluster(namespaces, endpoints, rendered.of_kind("NetworkPolicy"))
 
 
@@ -184,6 +187,31 @@ def all_flows(cluster: Cluster) -> set[Flow]:
         for _, port, proto in dst.ports
         if cluster.allowed(src, dst, port, proto)
     }
+
+
+def one_sided_flows(cluster: Cluster, direction: str) -> set[Flow]:
+    """What our pods' own egress (or ingress) rules admit, whatever the other end says."""
+    flows = set()
+    for src in cluster.endpoints:
+        for dst in cluster.endpoints:
+            subject, peer = (src, dst) if direction == "Egress" else (dst, src)
+            if dst is src or src.namespace is None or not subject.deployed:
+                continue
+            for _, port, proto in dst.ports:
+                if cluster.permits(subject, peer, port, proto, direction):
+                    flows.add((src.name, dst.name, port, proto))
+    return flows
+
+
+def check_exact(cluster: Cluster, expected: set[Flow]) -> None:
+    actual = all_flows(cluster)
+    assert actual == expected, diff(actual, expected)
+    # Each end is exact on its own too: an egress rule the peer happens to block still fails.
+    by_name = {e.name: e for e in cluster.endpoints}
+    for direction, end in (("Egress", 0), ("Ingress", 1)):
+        actual = one_sided_flows(cluster, direction)
+        wanted = {f for f in expected if by_name[f[end]].deployed}
+        assert actual == wanted, f"{direction} rules:\n" + diff(actual, wanted)
 
 
 def expected_flows(cluster: Cluster, store: tuple[str, int], traces: str) -> set[Flow]:
@@ -223,9 +251,7 @@ def diff(actual: set[Flow], expected: set[Flow]) -> str:
 
 def test_dev_policies_allow_exactly_the_call_graph(dev: Rendered) -> None:
     cluster = cluster_for(dev)
-    expected = expected_flows(cluster, store=("redis", 6379), traces="jaeger")
-    actual = all_flows(cluster)
-    assert actual == expected, diff(actual, expected)
+    check_exact(cluster, expected_flows(cluster, store=("redis", 6379), traces="jaeger"))
 
 
 def test_prod_policies_allow_exactly_the_call_graph(prod: Rendered) -> None:
@@ -237,8 +263,7 @@ def test_prod_policies_allow_exactly_the_call_graph(prod: Rendered) -> None:
         ("otel-collector", "kube-dns", 53, "UDP"),
         ("otel-collector", "kube-dns", 53, "TCP"),
     }
-    actual = all_flows(cluster)
-    assert actual == expected, diff(actual, expected)
+    check_exact(cluster, expected)
 
 
 def test_every_deployed_pod_is_isolated_both_ways(overlay: Rendered) -> None:
