@@ -73,10 +73,15 @@ class Suite:
         return self
 
     def add_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        port = free_port() if self.free_ports else 50054 + len(
-            [n for n in self.procs if n.startswith("worker")]
-        )
-        return self._spawn(name, "worker", {"FANLINE_WORKER_ADDR": f"127.0.0.1:{port}", **env})
+        """Another worker process; its health endpoint is on a free port, or with fixed ports
+        on FANLINE_WORKER_ADDR's port + the number of workers already running."""
+        if self.free_ports:
+            addr = f"127.0.0.1:{free_port()}"
+        else:
+            host, _, port = self._address("FANLINE_WORKER_ADDR", 50054).rpartition(":")
+            index = len([n for n in self.procs if n.startswith("worker")])
+            addr = f"{host}:{int(port) + index}"
+        return self._spawn(name, "worker", {"FANLINE_WORKER_ADDR": addr, **env})
 
     def _spawn(self, name: str, role: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         proc_env = {**self.env, **env, "OTEL_SERVICE_NAME": self.env.get(

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from typing import Any
+
+import hiredis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
 
 POOL_WAIT_S = 5.0
+
+
+class HiredisPackedConnection(Connection):
+    """Packs commands with hiredis's C encoder.
+
+    redis.asyncio packs every argument in Python (about 1.3 µs each); a fan-out batch sends
+    3,000 keys per script call, so packing alone cost more than the store spent running it.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:
+            # redis-py passes multi-word commands ("CLIENT SETNAME") as one argument.
+            args = (*args[0].split(), *args[1:])
+        return [hiredis.pack_command(tuple(_encodable(a) for a in args))]
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value)  # the text redis-py would send
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    return value
 
 
 def connect(url: str, max_connections: int = 64) -> Redis:
@@ -17,6 +42,10 @@ def connect(url: str, max_connections: int = 64) -> Redis:
     if not url:
         raise ValueError("FANLINE_REDIS_URL is empty: start `fanline up` or set a store URL")
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=POOL_WAIT_S, health_check_interval=30
+        url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
+        health_check_interval=30,
+        connection_class=HiredisPackedConnection,
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

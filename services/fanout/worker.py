@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from services.common import keys
+from services.common import keys, metrics, telemetry
 from services.common.config import Settings
 from services.fanout import policy
 from services.fanout.graph import AuthorModes, FollowGraph
@@ -29,6 +29,7 @@ from services.fanout.queue import DeliveryState, FanoutQueue, Job, JobKind, now_
 log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 500  # also bounds how long a stop request waits for an idle worker
+QUEUE_STATS_EVERY_S = 2.0  # how often a worker reads queue depth/pending for the gauges
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Worker:
         self._queue = queue
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._last_claim = 0.0
+        self._last_stats = 0.0
         self.batches_done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -67,10 +69,19 @@ class Worker:
         log.info("worker %s consuming %s", self.name, keys.fanout_stream())
         while not stop.is_set():
             try:
+                await self._observe_queue()
                 await self.step()
             except Exception:
                 log.exception("fan-out step failed; the entry stays pending and is retried")
                 await asyncio.sleep(0.5)
+
+    async def _observe_queue(self) -> None:
+        """Refresh the queue gauges (their callbacks are sync, so they read what we stored)."""
+        if not metrics.enabled() or time.monotonic() - self._last_stats < QUEUE_STATS_EVERY_S:
+            return
+        self._last_stats = time.monotonic()
+        stats = await self._queue.stats()
+        metrics.queue_observed(stats.depth, stats.pending, stats.reclaimed)
 
     async def step(self, block_ms: int = READ_BLOCK_MS) -> int:
         """Reclaim stale entries if due, then read and process at most one new entry."""
@@ -105,6 +116,46 @@ class Worker:
         return len(live)
 
     async def process(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
+        """One stream entry, traced as a new trace linked to the publishing request."""
+        message_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        with telemetry.consumer_span("fanout.process", job.trace, {
+            "messaging.system": "redis",
+            "messaging.destination.name": keys.fanout_stream(),
+            "messaging.operation": "process",
+            "messaging.operation.type": "process",
+            "messaging.message.id": message_id,
+            "messaging.consumer.group.name": keys.FANOUT_GROUP,
+            "fanline.job.kind": job.kind.value,
+            "fanline.post_id": job.post_id,
+            "fanline.author_id": job.author_id,
+            "fanline.batch.cursor": job.cursor,
+        }) as span:
+            outcome, total_writes = await self._process(entry_id, job)
+            delivery = outcome.delivery_fields or {}
+            span.set_attributes({
+                "fanline.delivery.mode": outcome.mode,
+                # Includes the author's own inbox on a post's first batch.
+                "fanline.inbox.writes": outcome.written,
+                "fanline.batch.last": outcome.next_cursor is None,
+                "fanline.delivery.state": str(delivery.get("state", "")),
+            })
+            if "lag_ms" in delivery:
+                span.set_attribute("fanline.fanout.lag_ms", int(delivery["lag_ms"]))
+        self._record_metrics(job, outcome, total_writes)
+        return outcome
+
+    def _record_metrics(self, job: Job, outcome: BatchOutcome, total_writes: int | None) -> None:
+        if job.kind is JobKind.RETRACT:
+            return
+        metrics.inbox_writes(outcome.written, job.kind.value)
+        counters = outcome.counters or {}
+        if "posts_push" in counters or "posts_pull" in counters:
+            metrics.post_published(outcome.mode)
+        delivery = outcome.delivery_fields or {}
+        if delivery.get("state") == DeliveryState.DELIVERED and total_writes is not None:
+            metrics.post_delivered(outcome.mode, total_writes, int(delivery.get("lag_ms", 0)))
+
+    async def _process(self, entry_id: bytes | str, job: Job) -> tuple[BatchOutcome, int | None]:
         if job.kind is JobKind.POST:
             outcome = await self._post_batch(job)
         elif job.kind is JobKind.RETRACT:
@@ -115,9 +166,9 @@ class Worker:
             # Throttle before acknowledging: the entry stays pending meanwhile, so a worker
             # stopped during the pause leaves the batch to be reclaimed and redone.
             await asyncio.sleep(self._settings.fanout_batch_pause_ms / 1000)
-        await self._ack(entry_id, job, outcome)
+        total_writes = await self._ack(entry_id, job, outcome)
         self.batches_done += 1
-        return outcome
+        return outcome, total_writes
 
     def _active_since(self) -> int:
         return policy.active_since(time.time(), self._settings.active_days)
@@ -152,12 +203,17 @@ class Worker:
             delivery["state"] = DeliveryState.DELIVERING
             await self._inboxes.push_own(post_id, job.author_id)
             outcome.written += 1  # the author's own inbox, counted like PUSH's followers
-        followers = await self._graph.followers_after(
-            job.author_id, job.cursor, self._settings.fanout_batch_size
-        )
-        written, skipped = await self._inboxes.push(
-            post_id, job.author_id, followers, self._active_since()
-        )
+        with telemetry.span("fanout.batch") as batch:
+            followers = await self._graph.followers_after(
+                job.author_id, job.cursor, self._settings.fanout_batch_size
+            )
+            written, skipped = await self._inboxes.push(
+                post_id, job.author_id, followers, self._active_since()
+            )
+            # Followers only: the author's own inbox write is on the parent span's total.
+            batch.set_attributes({"fanline.batch.size": len(followers),
+                                  "fanline.inbox.writes": written,
+                                  "fanline.inbox.skipped_inactive": skipped})
         outcome.written += written
         outcome.skipped += skipped
         if len(followers) == self._settings.fanout_batch_size:
@@ -178,10 +234,13 @@ class Worker:
         outcome = BatchOutcome(mode="retract")
         if not job.cursor:
             await self._inboxes.remove([job.post_id], [job.author_id])
-        followers = await self._graph.followers_after(
-            job.author_id, job.cursor, self._settings.fanout_batch_size
-        )
-        await self._inboxes.remove([job.post_id], followers)
+        with telemetry.span("fanout.batch") as batch:
+            followers = await self._graph.followers_after(
+                job.author_id, job.cursor, self._settings.fanout_batch_size
+            )
+            removed = await self._inboxes.remove([job.post_id], followers)
+            batch.set_attributes({"fanline.batch.size": len(followers),
+                                  "fanline.inbox.removals": removed})
         if len(followers) == self._settings.fanout_batch_size:
             outcome.next_cursor = followers[-1]
         return outcome
@@ -189,12 +248,16 @@ class Worker:
     async def _backfill_batch(self, job: Job) -> BatchOutcome:
         outcome = BatchOutcome(mode="backfill")
         recent = await self._inboxes.author_recent_ids(job.author_id, self._inboxes.cap)
-        followers = await self._graph.followers_after(
-            job.author_id, job.cursor, self._settings.fanout_batch_size
-        )
-        outcome.written, outcome.skipped = await self._inboxes.merge(
-            job.author_id, recent, followers, self._active_since()
-        )
+        with telemetry.span("fanout.batch") as batch:
+            followers = await self._graph.followers_after(
+                job.author_id, job.cursor, self._settings.fanout_batch_size
+            )
+            outcome.written, outcome.skipped = await self._inboxes.merge(
+                job.author_id, recent, followers, self._active_since()
+            )
+            batch.set_attributes({"fanline.batch.size": len(followers),
+                                  "fanline.inbox.writes": outcome.written,
+                                  "fanline.inbox.skipped_inactive": outcome.skipped})
         if len(followers) == self._settings.fanout_batch_size:
             outcome.next_cursor = followers[-1]
         else:
@@ -204,8 +267,10 @@ class Worker:
     async def enqueue_backfill(self, author_id: str, trace: dict[str, str]) -> None:
         await self._queue.enqueue_unbounded(Job(JobKind.BACKFILL, author_id=author_id, trace=trace))
 
-    async def _ack(self, entry_id: bytes | str, job: Job, outcome: BatchOutcome) -> None:
+    async def _ack(self, entry_id: bytes | str, job: Job, outcome: BatchOutcome) -> int | None:
+        """Returns the post's total inbox writes when this batch finished its delivery."""
         stream = keys.fanout_stream()
+        total_at: int | None = None
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xack(stream, keys.FANOUT_GROUP, entry_id)
             pipe.xdel(stream, entry_id)
@@ -220,8 +285,11 @@ class Worker:
                     pipe.hincrby(keys.fanout_stats(), name, value)
             if job.kind is JobKind.POST:
                 record = keys.delivery(job.post_id)
-                if outcome.written:
+                finishing = (outcome.delivery_fields or {}).get("state") == DeliveryState.DELIVERED
+                if outcome.written or finishing:
+                    total_at = len(pipe)  # its reply is the post's running total
                     pipe.hincrby(record, "writes", outcome.written)
                 if outcome.delivery_fields:
                     pipe.hset(record, mapping={k: str(v) for k, v in outcome.delivery_fields.items()})
-            await pipe.execute()
+            replies = await pipe.execute()
+        return int(replies[total_at]) if total_at is not None else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from services.common import metrics, telemetry
 from services.common.cache import BoundedMemoryCache
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 
@@ -30,11 +31,17 @@ class Hydrator:
         missing = [k for k, p in zip(keys, cached, strict=True) if p is None]
         self.hits += len(found)
         self.misses += len(missing)
+        metrics.body_cache(len(found), len(missing))
+        telemetry.current_span().set_attributes(
+            {"fanline.cache.hits": len(found), "fanline.cache.misses": len(missing)}
+        )
         if not missing:
             return found
         joined = [k for k in missing if k in self._inflight]
         mine = [k for k in missing if k not in self._inflight]
         waits = {k: self._inflight[k] for k in joined}
+        if joined:  # fetched by a concurrent read: no BatchGetPosts of our own for them
+            telemetry.current_span().set_attribute("fanline.hydrate.joined", len(joined))
         if mine:
             found.update((int(k), p) for k, p in (await self._fetch(mine, timeout_s)).items())
         for key, future in waits.items():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 from redis.asyncio import Redis
 
-from services.common import keys
+from services.common import keys, metrics, telemetry
 from services.common.config import Settings
 from services.common.errors import Unavailable
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
@@ -102,6 +102,7 @@ class TimelineReader:
     # -- the read ----------------------------------------------------------------------------
 
     async def read(self, user_id: str, page_size: int, cursor: Cursor) -> TimelinePage:
+        started = time.perf_counter()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget_s
         merged = await self.sources.merged_authors()
@@ -112,7 +113,9 @@ class TimelineReader:
             # Returning (or new) reader: fan-out skipped them. Rebuild within half the budget;
             # if it takes longer it finishes in the background and this page comes from the
             # authors' own lists, which is complete, only slower.
-            rebuild = self._spawn(self.rebuilder.rebuild(user_id, merged))
+            rebuild = self._spawn(
+                telemetry.traced("timeline.rebuild", None, self.rebuilder.rebuild, user_id, merged)
+            )
             done, _ = await asyncio.wait({rebuild}, timeout=self._budget_s / 2)
             if not done:
                 regime = Regime.ARCHIVE
@@ -140,13 +143,22 @@ class TimelineReader:
 
         remaining = max(MIN_HYDRATE_S, deadline - loop.time())
         try:
-            bodies = await self.hydrator.bodies([pid for pid, _ in page.entries], remaining)
+            with telemetry.span("timeline.hydrate", {"fanline.hydrate.ids": len(page.entries)}):
+                bodies = await self.hydrator.bodies([pid for pid, _ in page.entries], remaining)
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(f"post bodies unavailable ({exc.code().name}); retry") from exc
         entries = [(bodies[pid], src) for pid, src in page.entries if pid in bodies]
         gone = [pid for pid, src in page.entries if pid not in bodies and src is Source.INBOX]
         if gone:  # deleted posts: tidy the inbox so later reads do not fetch them again
             self._spawn(self._redis.zrem(keys.inbox(user_id), *(str(g) for g in gone)))
+        path = "archive" if regime is Regime.ARCHIVE else "merged" if pulled_authors else "inbox_only"
+        telemetry.current_span().set_attributes({
+            "fanline.timeline.path": path,
+            "fanline.timeline.pulled_authors": len(pulled_authors),
+            "fanline.timeline.entries": len(entries),
+            "fanline.timeline.partial": partial,
+        })
+        metrics.timeline_read((time.perf_counter() - started) * 1000, path, partial)
         return TimelinePage(entries, page.next_cursor, partial)
 
     async def _inbox_page(
@@ -154,9 +166,14 @@ class TimelineReader:
         before_id: int | None, deadline: float,
     ) -> tuple[Page, bool]:
         fetch = page_size + 1
-        inbox_task = asyncio.ensure_future(self.sources.inbox(user_id, before_id, fetch))
+        inbox_task = asyncio.ensure_future(
+            telemetry.traced("timeline.inbox", None, self.sources.inbox, user_id, before_id, fetch)
+        )
         pulled_tasks = [
-            asyncio.ensure_future(self.sources.pulled(a, before_id, fetch)) for a in pulled_authors
+            asyncio.ensure_future(telemetry.traced(
+                "timeline.pulled", {"fanline.author_id": a}, self.sources.pulled, a, before_id, fetch
+            ))
+            for a in pulled_authors
         ]
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         done, pending = await asyncio.wait([inbox_task, *pulled_tasks], timeout=timeout)
@@ -171,7 +188,14 @@ class TimelineReader:
         inbox = inbox_task.result() if inbox_task in ok else None
         pulled = [t.result() for t in pulled_tasks if t in ok]
         partial = bool(pending or failed)
-        return merge.inbox_page(inbox, pulled, page_size, before_id), partial
+        if partial:  # name the sources that missed the budget (or failed) on the request span
+            names = dict(zip(pulled_tasks, (f"pull:{a}" for a in pulled_authors), strict=True))
+            names[inbox_task] = "inbox"
+            telemetry.current_span().set_attribute(
+                "fanline.timeline.missed", sorted(names[t] for t in pending | failed)
+            )
+        with telemetry.span("timeline.merge", {"fanline.merge.lists": len(pulled) + (inbox is not None)}):
+            return merge.inbox_page(inbox, pulled, page_size, before_id), partial
 
     async def _archive_page(
         self, user_id: str, page_size: int, before_id: int | None, deadline: float
@@ -179,7 +203,8 @@ class TimelineReader:
         timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
             lists = await asyncio.wait_for(
-                self.sources.archive(
+                telemetry.traced(
+                    "timeline.archive", None, self.sources.archive,
                     user_id, before_id, page_size + 1, self._settings.rebuild_max_following,
                     await self.sources.merged_authors(),
                 ),
@@ -187,5 +212,7 @@ class TimelineReader:
             )
         except TimeoutError:
             # Nothing shown; the same cursor lets the client try this page again.
+            telemetry.current_span().set_attribute("fanline.timeline.missed", ["archive"])
             return Page([], Cursor(Regime.ARCHIVE, before_id)), True
-        return merge.archive_page(lists, page_size), False
+        with telemetry.span("timeline.merge", {"fanline.merge.lists": len(lists)}):
+            return merge.archive_page(lists, page_size), False

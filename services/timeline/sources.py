@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from services.common import keys
+from services.common import keys, metrics, telemetry
 from services.common.cache import BoundedMemoryCache, get_or_load
 from services.common.config import PAGE_SIZE_MAX
 
@@ -89,6 +89,8 @@ class Sources:
             self.pulled_hits += 1
         else:
             self.pulled_misses += 1
+        metrics.pulled_cache(hit)
+        telemetry.current_span().set_attribute("fanline.cache.hit", hit)
         start = 0
         if before_id is not None:
             # `recent` is descending; find the first id below before_id.
@@ -117,7 +119,11 @@ class Sources:
                     keys.author_posts(author), _upper(before_id), "-inf", start=0, num=limit
                 )
             lists = [_ids(r) for r in await pipe.execute()] if direct else []
-        lists += await asyncio.gather(*(self.pulled(a, before_id, limit) for a in pulled))
+        lists += await asyncio.gather(*(
+            telemetry.traced("timeline.pulled", {"fanline.author_id": a}, self.pulled, a, before_id,
+                             limit)
+            for a in pulled
+        ))
         return lists
 
     async def forget_author(self, author_id: str) -> None:

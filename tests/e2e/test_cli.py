@@ -1,0 +1,45 @@
+"""The console script as users run it: `fanline up` and `fanline demo`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from services.common.embedded import free_port
+from services.launcher import healthy
+from tests.conftest import wait_for
+
+
+def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm() -> None:
+    addrs = {name: f"127.0.0.1:{free_port()}" for name in ("POST", "FANOUT", "TIMELINE", "WORKER")}
+    env = {**os.environ, **{f"FANLINE_{k}_ADDR": v for k, v in addrs.items()},
+           "FANLINE_LOG_LEVEL": "WARNING"}
+    env.pop("FANLINE_REDIS_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for addr in addrs.values():
+            wait_for(lambda a=addr: healthy(a), 30, message=f"{addr} healthy")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "(embedded)" in out and addrs["TIMELINE"] in out and "stopped" in out
+    assert not any(healthy(a, timeout_s=0.2) for a in addrs.values())
+
+
+def test_fanline_demo_tells_the_story() -> None:
+    env = {**os.environ}
+    for name in ("POST", "FANOUT", "TIMELINE"):  # nothing answers here: the demo starts a suite
+        env[f"FANLINE_{name}_ADDR"] = f"127.0.0.1:{free_port()}"
+    env.pop("FANLINE_REDIS_URL", None)
+    result = subprocess.run([sys.executable, "-m", "services.cli", "demo"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "[PULL ]" in out and "[INBOX]" in out
+    assert "write amplification, push posts" in out and "pull posts: 0.0" in out
