@@ -95,6 +95,8 @@ class GrpcServer:
         self._stopped = asyncio.Event()
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
+            # Tracing outermost: its span then sees the status (and rich details) that
+            # ErrorMappingInterceptor's abort sets.
             interceptors=[*telemetry.server_interceptors(), ErrorMappingInterceptor()],
             options=SERVER_OPTIONS,
         )

@@ -122,11 +122,10 @@ def setup(service_name: str, settings: object | None = None) -> None:
     readers: list[Any] = []
     metrics_endpoint = _endpoint("METRICS")
     if metrics_endpoint and _exporter_wanted("METRICS"):
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         # The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=metrics_endpoint)))
+        readers.append(PeriodicExportingMetricReader(_metric_exporter(metrics_endpoint)))
     port = int(getattr(settings, "metrics_port", 0) or 0)
     if port > 0:
         readers.append(_start_prometheus(port, str(getattr(settings, "bind_host", "") or "")))
@@ -142,6 +141,41 @@ def setup(service_name: str, settings: object | None = None) -> None:
         log.info("telemetry: traces -> %s, metrics -> %s", traces_endpoint or "off",
                  ", ".join(filter(None, [metrics_endpoint, f":{port}/metrics" if port else ""]))
                  or "off")
+
+
+def _metric_exporter(endpoint: str) -> Any:
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.sdk.metrics.export import MetricExportResult
+
+    class TracesOnlyAware(OTLPMetricExporter):
+        """Jaeger's OTLP port takes traces only. The first export asks with an empty request;
+        on UNIMPLEMENTED metrics export stops with one log line, instead of an error logged
+        every interval for as long as the process runs."""
+
+        _probed = False
+        _unsupported = False
+
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000,
+                   **kwargs: Any) -> MetricExportResult:
+            if not self._probed:
+                self._probed = True
+                client = getattr(self, "_client", None)
+                try:
+                    if client is not None:
+                        client.Export(ExportMetricsServiceRequest(), timeout=5,
+                                      metadata=getattr(self, "_headers", None) or ())
+                except grpc.RpcError as exc:
+                    if exc.code() is grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                        self._unsupported = True
+                        log.info("%s accepts no OTLP metrics (Jaeger?): metrics export off", endpoint)
+            if self._unsupported:
+                return MetricExportResult.SUCCESS
+            return super().export(metrics_data, timeout_millis, **kwargs)
+
+    return TracesOnlyAware(endpoint=endpoint)
 
 
 def _start_prometheus(port: int, host: str) -> Any:
@@ -304,13 +338,16 @@ def compact_command_names(name: str, limit: int = SPAN_NAME_MAX) -> str:
             runs[-1][1] += 1
         else:
             runs.append([word, 1])
-    out = ""
-    for index, (word, count) in enumerate(runs):
-        part = word if count == 1 else f"{word}(x{count})"
-        candidate = f"{out} {part}".strip()
-        if len(candidate) > limit:
-            return f"{out} …+{len(runs) - index}".strip()
-        out = candidate
+    parts = [word if count == 1 else f"{word}(x{count})" for word, count in runs]
+    out = " ".join(parts)
+    if len(out) <= limit:
+        return out
+    kept: list[str] = []
+    for index, part in enumerate(parts):
+        suffix = f" …+{len(parts) - index} more"
+        if len(" ".join([*kept, part])) + len(suffix) > limit:
+            return " ".join(kept) + suffix
+        kept.append(part)
     return out
 
 

@@ -1,0 +1,168 @@
+"""Delivery and read metrics on a known scenario: a real store, the real worker and reader,
+an in-memory metric reader."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from redis.asyncio import Redis
+
+from services.common import keys, metrics, telemetry
+from services.common.config import Settings
+from services.fanout.service import Fanout
+from services.fanout.worker import Worker
+from services.gen.feed.v1 import post_pb2
+from services.post.store import PostStore, now_ms
+from services.timeline.cursor import FIRST_PAGE
+from services.timeline.reader import TimelineReader
+
+
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    memory = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[memory])
+    telemetry.configure(None, provider)
+    yield memory
+    telemetry.configure(None, None)
+    provider.shutdown()
+
+
+def points(memory: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+    """Data points of one metric, keyed by their sorted attributes."""
+    data = memory.get_metrics_data()
+    out: dict[tuple[tuple[str, Any], ...], Any] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        out[tuple(sorted((point.attributes or {}).items()))] = point
+    return out
+
+
+class FakePosts:
+    """PostService stub answering BatchGetPosts with bodies for every id asked."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def BatchGetPosts(self, request: post_pb2.BatchGetPostsRequest,
+                            timeout: float | None = None  # noqa: ASYNC109 (the stub signature)
+                            ) -> post_pb2.BatchGetPostsResponse:
+        self.calls += 1
+        return post_pb2.BatchGetPostsResponse(
+            posts=[post_pb2.Post(post_id=i, author_id="x", text="t") for i in request.post_ids]
+        )
+
+
+async def drain(redis: Redis, worker: Worker) -> None:
+    while await redis.xlen(keys.fanout_stream()):
+        await worker.step(block_ms=10)
+
+
+async def publish(store: PostStore, fanout: Fanout, author: str) -> str:
+    created = await store.create(author, "hello", "", retry_at_ms=now_ms() + 60_000)
+    await fanout.publish(created.post.post_id, author, now_ms())
+    return created.post.post_id
+
+
+async def activate(redis: Redis, users: Sequence[str]) -> None:
+    await redis.mset({keys.last_seen(u): int(time.time()) for u in users})
+
+
+async def test_delivery_metrics_for_a_push_and_a_pull_post(
+    redis: Redis, settings: Settings, reader: InMemoryMetricReader
+) -> None:
+    s = settings.with_overrides(celebrity_threshold=6, fanout_batch_size=2)
+    fanout = Fanout(redis, s)
+    await fanout.start()
+    worker = Worker(redis, s, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue, "w1")
+    store = PostStore(redis)
+    # bob: 5 followers, 4 of them active -> PUSH, 4 + own inbox = 5 writes in 3 batches.
+    for fan in ("f1", "f2", "f3", "f4", "idle"):
+        await fanout.follow(fan, "bob")
+    # star: 6 followers -> PULL, no inbox writes.
+    for index in range(6):
+        await fanout.follow(f"s{index}", "star")
+    await activate(redis, ["f1", "f2", "f3", "f4", *(f"s{i}" for i in range(6))])
+
+    await publish(store, fanout, "bob")
+    await publish(store, fanout, "star")
+    await drain(redis, worker)
+
+    published = points(reader, "fanline.posts.published")
+    assert {k: p.value for k, p in published.items()} == {
+        (("fanline.delivery.mode", "push"),): 1,
+        (("fanline.delivery.mode", "pull"),): 1,
+    }
+    writes = points(reader, "fanline.inbox.writes")
+    assert {k: p.value for k, p in writes.items()} == {(("fanline.job.kind", "post"),): 5}
+    amplification = points(reader, "fanline.post.write_amplification")
+    push = amplification[(("fanline.delivery.mode", "push"),)]
+    pull = amplification[(("fanline.delivery.mode", "pull"),)]
+    assert (push.count, push.sum) == (1, 5)
+    assert (pull.count, pull.sum) == (1, 0)
+    lag = points(reader, "fanline.fanout.lag")
+    assert sum(p.count for p in lag.values()) == 2
+    assert all(0 <= p.min <= p.max < 60_000 for p in lag.values())
+
+    # The gauges report what the worker last read from the store: nothing queued now.
+    await worker._observe_queue()
+    assert [p.value for p in points(reader, "fanline.queue.depth").values()] == [0]
+    assert [p.value for p in points(reader, "fanline.queue.pending").values()] == [0]
+    assert [p.value for p in points(reader, "fanline.queue.reclaimed").values()] == [0]
+
+
+async def test_queue_gauges_are_silent_until_the_worker_has_read_them(
+    reader: InMemoryMetricReader,
+) -> None:
+    assert points(reader, "fanline.queue.depth") == {}
+    metrics.queue_observed(7, 2, 1)
+    assert [p.value for p in points(reader, "fanline.queue.depth").values()] == [7]
+    assert [p.value for p in points(reader, "fanline.queue.pending").values()] == [2]
+
+
+async def test_timeline_latency_by_path_and_cache_lookups(
+    redis: Redis, settings: Settings, reader: InMemoryMetricReader
+) -> None:
+    s = settings.with_overrides(celebrity_threshold=3)
+    fanout = Fanout(redis, s)
+    await fanout.start()
+    worker = Worker(redis, s, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue, "w1")
+    store = PostStore(redis)
+    for fan in ("fan", "other", "third"):  # star: 3 followers -> PULL
+        await fanout.follow(fan, "star")
+    await fanout.follow("fan", "bob")  # bob: 2 followers -> PUSH
+    await fanout.follow("plain", "bob")
+    await activate(redis, ["fan", "plain", "other", "third"])
+    for author in ("bob", "star", "bob"):
+        await publish(store, fanout, author)
+    await drain(redis, worker)
+
+    posts = FakePosts()
+    timeline = TimelineReader(redis, posts, s)  # type: ignore[arg-type]
+    merged = await timeline.read("fan", 10, FIRST_PAGE)  # inbox + star's pulled list
+    again = await timeline.read("fan", 10, FIRST_PAGE)
+    plain = await timeline.read("plain", 10, FIRST_PAGE)  # inbox only
+    assert len(merged.entries) == len(again.entries) == 3 and len(plain.entries) == 2
+
+    duration = points(reader, "fanline.timeline.duration")
+    counts = {dict(k)["fanline.timeline.path"]: p.count for k, p in duration.items()}
+    assert counts == {"merged": 2, "inbox_only": 1}
+    assert all(dict(k)["fanline.timeline.partial"] is False for k in duration)
+    pulled = {dict(k)["fanline.cache.result"]: p.value
+              for k, p in points(reader, "fanline.timeline.pulled_cache").items()}
+    # One load, then hits (the page that exhausts the inbox also reads star's list from the
+    # archive side, through the same cache): the same counts the reader keeps itself.
+    assert pulled == {"miss": 1, "hit": timeline.sources.pulled_hits}
+    assert timeline.sources.pulled_hits >= 1 and timeline.sources.pulled_misses == 1
+    bodies = {dict(k)["fanline.cache.result"]: p.value
+              for k, p in points(reader, "fanline.timeline.body_cache").items()}
+    # First read: 3 misses (one BatchGetPosts); second: 3 hits; plain: its 2 are cached too.
+    assert bodies == {"miss": 3, "hit": 5}
+    assert posts.calls == 1
