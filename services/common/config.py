@@ -110,6 +110,8 @@ SETTINGS: tuple[Setting, ...] = (
             "host to bind instead of the one in the service's own address (e.g. 0.0.0.0)"),
     Setting("FANLINE_FANOUT_BATCH_SIZE", "fanout_batch_size", "1000", _int_at_least(1),
             "followers per fan-out batch (one server-side script call)"),
+    Setting("FANLINE_WORKER_CONCURRENCY", "worker_concurrency", "4", _int_at_least(1),
+            "batches one worker process has in hand at once (keeps the store busy)"),
     Setting("FANLINE_FANOUT_BATCH_PAUSE_MS", "fanout_batch_pause_ms", "0", _int_at_least(0),
             "pause after each batch (before its ack), to cap the store load one worker causes"),
     Setting("FANLINE_QUEUE_MAX", "queue_max", "100000", _int_at_least(1),
@@ -155,6 +157,7 @@ class Settings:
     worker_addr: str
     bind_host: str
     fanout_batch_size: int
+    worker_concurrency: int
     fanout_batch_pause_ms: int
     queue_max: int
     claim_idle_ms: int

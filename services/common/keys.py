@@ -88,6 +88,16 @@ def delivery(post_id: str) -> str:
     return f"{PREFIX}:{FANOUT_TAG}:delivery:{post_id}"
 
 
+def chain(chain_id: str) -> str:
+    """Hash tracking a non-post job chain (retraction, backfill): its open batches."""
+    return f"{PREFIX}:{FANOUT_TAG}:chain:{chain_id}"
+
+
+def continuation_marker(entry_id: str) -> str:
+    """Set once the batch after stream entry `entry_id` is queued, so a re-run queues no twin."""
+    return f"{PREFIX}:{FANOUT_TAG}:next:{entry_id}"
+
+
 def events_channel() -> str:
     """Pub/sub channel that tells timeline processes to drop cached state at once."""
     return f"{PREFIX}:events"

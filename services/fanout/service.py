@@ -52,12 +52,11 @@ class Fanout:
         return await self.queue.enqueue(job, trace_id=telemetry.current_trace_id(), new_post=True)
 
     async def retract(self, post_id: str, author_id: str) -> None:
-        job = Job(JobKind.RETRACT, author_id=author_id, post_id=post_id,
-                  trace=telemetry.inject_context())
+        job = Job.retract(post_id, author_id, telemetry.inject_context())
         await self.queue.enqueue(job)
 
     async def _backfill(self, author_id: str) -> None:
-        job = Job(JobKind.BACKFILL, author_id=author_id, trace=telemetry.inject_context())
+        job = Job.backfill(author_id, telemetry.inject_context())
         await self.queue.enqueue_unbounded(job)
 
     async def stats(self) -> QueueStats:

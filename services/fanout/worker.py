@@ -1,10 +1,11 @@
-"""The fan-out worker: takes one batch at a time from the stream and acknowledges it only
-when its inbox writes are done.
+"""The fan-out worker: takes batches from the stream, writes inboxes, and acknowledges each
+batch only when its writes are done.
 
-Each stream entry is one batch. Acknowledging it, deleting it (so the stream length is the
-queue depth), queueing its continuation and counting its writes happen in one transaction, so
-a crash leaves either the old entry pending (another worker reclaims it with XAUTOCLAIM and
-redoes the batch: ZADD of an existing member is a no-op) or the continuation queued.
+A worker runs FANLINE_WORKER_CONCURRENCY consume loops. A full batch queues its successor before
+writing (see queue.py), so while one loop's script runs in the store another loop is already
+preparing the next batch: the store, not the worker, sets the pace. A crash leaves the entries
+in hand pending; another worker reclaims them with XAUTOCLAIM and redoes them (ZADD of an
+existing member is a no-op, and counting happens only at acknowledgement).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from services.fanout import policy
 from services.fanout.graph import AuthorModes, FollowGraph
 from services.fanout.inbox import InboxWriter
 from services.fanout.policy import Mode
-from services.fanout.queue import DeliveryState, FanoutQueue, Job, JobKind, now_ms
+from services.fanout.queue import Acked, DeliveryState, FanoutQueue, Job, JobKind, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,11 @@ QUEUE_STATS_EVERY_S = 2.0  # how often a worker reads queue depth/pending for th
 class BatchOutcome:
     written: int = 0
     skipped: int = 0
-    next_cursor: str | None = None  # None = the chain is finished
+    next_cursor: str | None = None  # None = no batch after this one
     mode: str = ""
     delivery_fields: dict[str, str | int] | None = None
     counters: dict[str, int] | None = None
+    acked: Acked | None = None
 
 
 class Worker:
@@ -66,7 +68,11 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._queue.ensure_group()
-        log.info("worker %s consuming %s", self.name, keys.fanout_stream())
+        loops = self._settings.worker_concurrency
+        log.info("worker %s consuming %s with %d loops", self.name, keys.fanout_stream(), loops)
+        await asyncio.gather(*(self._consume(stop) for _ in range(loops)))
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self._observe_queue()
@@ -130,50 +136,71 @@ class Worker:
             "fanline.author_id": job.author_id,
             "fanline.batch.cursor": job.cursor,
         }) as span:
-            outcome, total_writes = await self._process(entry_id, job)
+            outcome = await self._process(entry_id, job)
+            acked = outcome.acked
+            done = bool(acked and acked.chain_done)
             delivery = outcome.delivery_fields or {}
+            state = DeliveryState.DELIVERED if done and delivery.get("state") is None \
+                else delivery.get("state", "")
             span.set_attributes({
                 "fanline.delivery.mode": outcome.mode,
                 # Includes the author's own inbox on a post's first batch.
                 "fanline.inbox.writes": outcome.written,
                 "fanline.batch.last": outcome.next_cursor is None,
-                "fanline.delivery.state": str(delivery.get("state", "")),
+                "fanline.chain.done": done,
+                "fanline.delivery.state": str(state),
             })
-            if "lag_ms" in delivery:
-                span.set_attribute("fanline.fanout.lag_ms", int(delivery["lag_ms"]))
-        self._record_metrics(job, outcome, total_writes)
+            if done and acked and job.kind is JobKind.POST:
+                span.set_attribute("fanline.fanout.lag_ms", acked.lag_ms)
+        self._record_metrics(job, outcome)
         return outcome
 
-    def _record_metrics(self, job: Job, outcome: BatchOutcome, total_writes: int | None) -> None:
-        if job.kind is JobKind.RETRACT:
+    def _record_metrics(self, job: Job, outcome: BatchOutcome) -> None:
+        acked = outcome.acked
+        if job.kind is JobKind.RETRACT or not acked or not acked.counted:
             return
         metrics.inbox_writes(outcome.written, job.kind.value)
         counters = outcome.counters or {}
         if "posts_push" in counters or "posts_pull" in counters:
             metrics.post_published(outcome.mode)
-        delivery = outcome.delivery_fields or {}
-        if delivery.get("state") == DeliveryState.DELIVERED and total_writes is not None:
-            metrics.post_delivered(outcome.mode, total_writes, int(delivery.get("lag_ms", 0)))
+        failed = (outcome.delivery_fields or {}).get("state") == DeliveryState.FAILED
+        if job.kind is JobKind.POST and acked.chain_done and not failed:
+            metrics.post_delivered(job.mode or outcome.mode, acked.total_writes, acked.lag_ms)
 
-    async def _process(self, entry_id: bytes | str, job: Job) -> tuple[BatchOutcome, int | None]:
+    async def _process(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
         if job.kind is JobKind.POST:
-            outcome = await self._post_batch(job)
+            outcome = await self._post_batch(entry_id, job)
         elif job.kind is JobKind.RETRACT:
-            outcome = await self._retract_batch(job)
+            outcome = await self._retract_batch(entry_id, job)
         else:
-            outcome = await self._backfill_batch(job)
+            outcome = await self._backfill_batch(entry_id, job)
         if self._settings.fanout_batch_pause_ms:
             # Throttle before acknowledging: the entry stays pending meanwhile, so a worker
             # stopped during the pause leaves the batch to be reclaimed and redone.
             await asyncio.sleep(self._settings.fanout_batch_pause_ms / 1000)
-        total_writes = await self._ack(entry_id, job, outcome)
+        outcome.acked = await self._ack(entry_id, job, outcome)
+        if outcome.acked.chain_done and job.kind is JobKind.BACKFILL:
+            # Every follower inbox now holds the author's posts: stop merging their list.
+            await self._modes.finish_demotion(job.author_id)
         self.batches_done += 1
-        return outcome, total_writes
+        return outcome
 
     def _active_since(self) -> int:
         return policy.active_since(time.time(), self._settings.active_days)
 
-    async def _post_batch(self, job: Job) -> BatchOutcome:
+    async def _next_followers(self, entry_id: bytes | str, job: Job, mode: str,
+                              outcome: BatchOutcome) -> list[str]:
+        """This batch's followers; when the batch is full, its successor is queued at once so
+        another loop (or worker) can start on it while this one writes."""
+        followers = await self._graph.followers_after(
+            job.author_id, job.cursor, self._settings.fanout_batch_size
+        )
+        if len(followers) == self._settings.fanout_batch_size:
+            outcome.next_cursor = followers[-1]
+            await self._queue.continue_chain(entry_id, job.next_batch(followers[-1], mode))
+        return followers
+
+    async def _post_batch(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
         post_id = int(job.post_id)
         outcome = BatchOutcome(mode=job.mode, counters={})
         first = not job.mode
@@ -195,7 +222,6 @@ class Worker:
             outcome.delivery_fields = delivery
             if mode is Mode.PULL:
                 outcome.counters = {"posts_pull": 1}
-                delivery.update(self._finished(job))
                 # Let timelines drop their cached copy of this author's list at once.
                 await self._redis.publish(keys.events_channel(), f"posted {job.author_id}")
                 return outcome
@@ -204,9 +230,7 @@ class Worker:
             await self._inboxes.push_own(post_id, job.author_id)
             outcome.written += 1  # the author's own inbox, counted like PUSH's followers
         with telemetry.span("fanout.batch") as batch:
-            followers = await self._graph.followers_after(
-                job.author_id, job.cursor, self._settings.fanout_batch_size
-            )
+            followers = await self._next_followers(entry_id, job, outcome.mode, outcome)
             written, skipped = await self._inboxes.push(
                 post_id, job.author_id, followers, self._active_since()
             )
@@ -216,80 +240,42 @@ class Worker:
                                   "fanline.inbox.skipped_inactive": skipped})
         outcome.written += written
         outcome.skipped += skipped
-        if len(followers) == self._settings.fanout_batch_size:
-            outcome.next_cursor = followers[-1]
-        else:
-            outcome.delivery_fields = {**(outcome.delivery_fields or {}), **self._finished(job)}
         return outcome
 
-    def _finished(self, job: Job) -> dict[str, str | int]:
-        done = now_ms()
-        return {
-            "state": DeliveryState.DELIVERED,
-            "done_ms": done,
-            "lag_ms": max(0, done - job.created_ms),
-        }
-
-    async def _retract_batch(self, job: Job) -> BatchOutcome:
+    async def _retract_batch(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
         outcome = BatchOutcome(mode="retract")
         if not job.cursor:
             await self._inboxes.remove([job.post_id], [job.author_id])
         with telemetry.span("fanout.batch") as batch:
-            followers = await self._graph.followers_after(
-                job.author_id, job.cursor, self._settings.fanout_batch_size
-            )
+            followers = await self._next_followers(entry_id, job, outcome.mode, outcome)
             removed = await self._inboxes.remove([job.post_id], followers)
             batch.set_attributes({"fanline.batch.size": len(followers),
                                   "fanline.inbox.removals": removed})
-        if len(followers) == self._settings.fanout_batch_size:
-            outcome.next_cursor = followers[-1]
         return outcome
 
-    async def _backfill_batch(self, job: Job) -> BatchOutcome:
+    async def _backfill_batch(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
         outcome = BatchOutcome(mode="backfill")
         recent = await self._inboxes.author_recent_ids(job.author_id, self._inboxes.cap)
         with telemetry.span("fanout.batch") as batch:
-            followers = await self._graph.followers_after(
-                job.author_id, job.cursor, self._settings.fanout_batch_size
-            )
+            followers = await self._next_followers(entry_id, job, outcome.mode, outcome)
             outcome.written, outcome.skipped = await self._inboxes.merge(
                 job.author_id, recent, followers, self._active_since()
             )
             batch.set_attributes({"fanline.batch.size": len(followers),
                                   "fanline.inbox.writes": outcome.written,
                                   "fanline.inbox.skipped_inactive": outcome.skipped})
-        if len(followers) == self._settings.fanout_batch_size:
-            outcome.next_cursor = followers[-1]
-        else:
-            await self._modes.finish_demotion(job.author_id)
         return outcome
 
     async def enqueue_backfill(self, author_id: str, trace: dict[str, str]) -> None:
-        await self._queue.enqueue_unbounded(Job(JobKind.BACKFILL, author_id=author_id, trace=trace))
+        await self._queue.enqueue_unbounded(Job.backfill(author_id, trace))
 
-    async def _ack(self, entry_id: bytes | str, job: Job, outcome: BatchOutcome) -> int | None:
-        """Returns the post's total inbox writes when this batch finished its delivery."""
-        stream = keys.fanout_stream()
-        total_at: int | None = None
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, keys.FANOUT_GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            if outcome.next_cursor is not None:
-                pipe.xadd(stream, job.next_batch(outcome.next_cursor, outcome.mode).fields())
-            counters = dict(outcome.counters or {})
-            if job.kind is not JobKind.RETRACT:
-                counters["inbox_writes"] = outcome.written
-                counters["skipped_inactive"] = outcome.skipped
-            for name, value in counters.items():
-                if value:
-                    pipe.hincrby(keys.fanout_stats(), name, value)
-            if job.kind is JobKind.POST:
-                record = keys.delivery(job.post_id)
-                finishing = (outcome.delivery_fields or {}).get("state") == DeliveryState.DELIVERED
-                if outcome.written or finishing:
-                    total_at = len(pipe)  # its reply is the post's running total
-                    pipe.hincrby(record, "writes", outcome.written)
-                if outcome.delivery_fields:
-                    pipe.hset(record, mapping={k: str(v) for k, v in outcome.delivery_fields.items()})
-            replies = await pipe.execute()
-        return int(replies[total_at]) if total_at is not None else None
+    async def _ack(self, entry_id: bytes | str, job: Job, outcome: BatchOutcome) -> Acked:
+        """Acknowledge and count the batch in one server-side step; ends the chain if last."""
+        counters = dict(outcome.counters or {})
+        if job.kind is not JobKind.RETRACT:
+            counters["inbox_writes"] = outcome.written
+            counters["skipped_inactive"] = outcome.skipped
+        return await self._queue.ack(
+            entry_id, job, outcome.written if job.kind is JobKind.POST else 0, counters,
+            outcome.delivery_fields or {},
+        )

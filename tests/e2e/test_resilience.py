@@ -40,7 +40,7 @@ def test_worker_killed_mid_fanout_loses_and_duplicates_nothing(make_suite) -> No
     suite.wait_healthy(names=["worker-a"])
     post = api.post("kauthor", "survives a crash")
     # Kill the worker while it holds an unacknowledged batch, after some batches landed.
-    wait_for(lambda: api.delivery(post.post_id).inbox_writes > 0 and api.stats().queue_pending == 1,
+    wait_for(lambda: api.delivery(post.post_id).inbox_writes > 0 and api.stats().queue_pending >= 1,
              15, message="a batch in hand after the first ones landed")
     suite.stop_process("worker-a", signal.SIGKILL)
     assert api.delivery(post.post_id).inbox_writes < len(followers) + 1
