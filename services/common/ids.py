@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from services.common import keys
+from services.common.redis import register_script
 
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 SEQUENCE_BITS = 12
@@ -35,7 +36,7 @@ return id
 
 class PostIdGenerator:
     def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(_NEXT_ID)
+        self._script = register_script(redis, _NEXT_ID)
 
     async def next_id(self) -> int:
         raw = await self._script(keys=[keys.post_id_sequence()], args=[EPOCH_MS, 1 << SEQUENCE_BITS])

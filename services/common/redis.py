@@ -6,6 +6,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import BlockingConnectionPool, Connection, Redis
+from redis.commands.core import AsyncScript
 
 POOL_WAIT_S = 5.0
 
@@ -49,3 +50,22 @@ def connect(url: str, max_connections: int = 64) -> Redis:
         connection_class=HiredisPackedConnection,
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
+_SCRIPTS: dict[str, str] = {}  # sha1 -> source of every server-side script Fanline runs
+
+
+def register_script(redis: Redis, source: str) -> AsyncScript:
+    """redis.register_script, remembered so `preload_scripts` can load it at start-up."""
+    script = redis.register_script(source)
+    _SCRIPTS[script.sha] = source
+    return script
+
+
+async def preload_scripts(redis: Redis) -> None:
+    """Load every registered script before serving, so the first call of each is a plain
+    EVALSHA instead of a NOSCRIPT error and a retry (which also shows up as an error span)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for source in _SCRIPTS.values():
+            pipe.script_load(source)
+        await pipe.execute()

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from services.common import keys
 from services.common.errors import InvalidArgument
+from services.common.redis import register_script
 from services.fanout import policy
 from services.fanout.inbox import InboxWriter
 from services.fanout.policy import Mode
@@ -44,7 +45,7 @@ class AuthorModes:
         self._redis = redis
         self._threshold = threshold
         self._ratio = demote_ratio
-        self._finish = redis.register_script(_FINISH_DEMOTION)
+        self._finish = register_script(redis, _FINISH_DEMOTION)
 
     async def mode(self, author_id: str) -> Mode:
         pull = await self._redis.sismember(keys.pull_authors(), author_id)

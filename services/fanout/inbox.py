@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from redis.asyncio import Redis
 
 from services.common import keys
+from services.common.redis import register_script
 
 # KEYS: per follower, (inbox, last_seen, following) in that order.
 # ARGV[1] = post id (member and score), ARGV[2] = author id, ARGV[3] = inbox cap,
@@ -100,9 +101,9 @@ class InboxWriter:
     def __init__(self, redis: Redis, inbox_max: int) -> None:
         self._redis = redis
         self._cap = inbox_max
-        self._push = redis.register_script(PUSH)
-        self._merge = redis.register_script(MERGE)
-        self._remove = redis.register_script(REMOVE)
+        self._push = register_script(redis, PUSH)
+        self._merge = register_script(redis, MERGE)
+        self._remove = register_script(redis, REMOVE)
 
     @property
     def cap(self) -> int:

@@ -6,7 +6,7 @@ import asyncio
 
 from services.common.config import Settings
 from services.common.pagination import PageTokens
-from services.common.redis import connect
+from services.common.redis import connect, preload_scripts
 from services.common.server import GrpcServer
 from services.fanout.service import Fanout
 from services.fanout.servicer import FanoutServicer
@@ -18,6 +18,7 @@ async def run_api(settings: Settings) -> None:
     redis = connect(settings.redis_url)
     fanout = Fanout(redis, settings)
     await fanout.start()
+    await preload_scripts(redis)
     servicer = FanoutServicer(fanout, PageTokens(settings.page_token_secret))
     server = GrpcServer(
         settings.bind_addr(settings.fanout_addr),
@@ -38,6 +39,7 @@ async def run_worker(settings: Settings) -> None:
     redis = connect(settings.redis_url)
     fanout = Fanout(redis, settings)
     worker = Worker(redis, settings, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue)
+    await preload_scripts(redis)
     server = GrpcServer(
         settings.bind_addr(settings.worker_addr), [], lambda s: None, settings.shutdown_grace_s,
         settings.shutdown_drain_s,

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from services.common import keys
 from services.common.errors import ResourceExhausted
+from services.common.redis import register_script
 
 DELIVERY_TTL_S = 7 * 86400
 
@@ -195,9 +196,9 @@ class FanoutQueue:
     def __init__(self, redis: Redis, queue_max: int) -> None:
         self._redis = redis
         self._max = queue_max
-        self._enqueue = redis.register_script(_ENQUEUE)
-        self._continue = redis.register_script(_CONTINUE)
-        self._ack = redis.register_script(_ACK)
+        self._enqueue = register_script(redis, _ENQUEUE)
+        self._continue = register_script(redis, _CONTINUE)
+        self._ack = register_script(redis, _ACK)
 
     async def ensure_group(self) -> None:
         try:

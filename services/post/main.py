@@ -7,7 +7,7 @@ import asyncio
 from services.common import clients
 from services.common.config import Settings
 from services.common.pagination import PageTokens
-from services.common.redis import connect
+from services.common.redis import connect, preload_scripts
 from services.common.server import GrpcServer
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.post.outbox import Outbox
@@ -22,6 +22,7 @@ async def run(settings: Settings) -> None:
     servicer = PostServicer(
         PostStore(redis), outbox, PageTokens(settings.page_token_secret), settings.outbox_retry_ms
     )
+    await preload_scripts(redis)
     server = GrpcServer(
         settings.bind_addr(settings.post_addr),
         [post_pb2.DESCRIPTOR.services_by_name["PostService"].full_name],
