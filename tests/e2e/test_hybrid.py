@@ -3,7 +3,6 @@ lists, deletes, and back-pressure, on the suite as real processes."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,48 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
+from bench.monitor import CommandMonitor
 from services.common import keys
 from services.gen.feed.v1 import fanout_pb2
 from services.launcher import Suite
 from tests.conftest import wait_for
 from tests.e2e.helpers import Clients
-
-
-class CommandMonitor:
-    """Counts the commands the store executes on given keys, via MONITOR on a raw socket."""
-
-    def __init__(self, redis_url: str) -> None:
-        host_port = redis_url.split("//", 1)[1].split("/", 1)[0]
-        host, port = host_port.rsplit(":", 1)
-        self._sock = socket.create_connection((host, int(port)))
-        self._sock.sendall(b"MONITOR\r\n")
-        self._lines: list[str] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-        wait_for(lambda: self._lines, 5, message="MONITOR to start")
-
-    def _read(self) -> None:
-        buffer = b""
-        while True:
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\r\n")
-            with self._lock:
-                self._lines += [line.decode(errors="replace") for line in lines]
-
-    def count(self, key: str) -> int:
-        needle = f'"{key}"'
-        with self._lock:
-            return sum(needle in line for line in self._lines)
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 @pytest.fixture(scope="module")
