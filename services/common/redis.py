@@ -22,15 +22,18 @@ class HiredisPackedConnection(Connection):
         if isinstance(args[0], str) and " " in args[0]:
             # redis-py passes multi-word commands ("CLIENT SETNAME") as one argument.
             args = (*args[0].split(), *args[1:])
-        return [hiredis.pack_command(tuple(_encodable(a) for a in args))]
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # memoryview or another type hiredis does not take: as redis-py would
+            return [hiredis.pack_command(tuple(_encodable(a) for a in args))]
 
 
 def _encodable(value: Any) -> Any:
-    if isinstance(value, float):
-        return repr(value)  # the text redis-py would send
     if isinstance(value, memoryview | bytearray):
         return bytes(value)
-    return value
+    if isinstance(value, str | bytes | int | float):
+        return value
+    return str(value)
 
 
 def connect(url: str, max_connections: int = 64) -> Redis:

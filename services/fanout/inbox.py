@@ -91,10 +91,7 @@ return removed
 
 
 def follower_keys(follower_ids: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for follower in follower_ids:
-        out += (keys.inbox(follower), keys.last_seen(follower), keys.following(follower))
-    return out
+    return keys.fanout_write_keys(list(follower_ids))
 
 
 class InboxWriter:

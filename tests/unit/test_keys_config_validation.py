@@ -66,3 +66,10 @@ def test_text_limits() -> None:
     for bad in ("", "   ", "x" * 1001):
         with pytest.raises(InvalidArgument):
             validation.text(bad)
+
+
+def test_fanout_write_keys_match_the_single_key_builders() -> None:
+    assert keys.fanout_write_keys(["a", "b"]) == [
+        keys.inbox("a"), keys.last_seen("a"), keys.following("a"),
+        keys.inbox("b"), keys.last_seen("b"), keys.following("b"),
+    ]
