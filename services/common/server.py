@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import telemetry
+from services.common.config import Settings
 from services.common.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -148,3 +149,16 @@ class GrpcServer:
         log.info("signal received: draining for up to %.1fs", self._grace_s)
         await self.stop()
         await self.server.wait_for_termination()
+
+
+def for_service(
+    settings: Settings, own_addr: str, service_names: Iterable[str], register: Registrar
+) -> GrpcServer:
+    """A server for one Fanline process: bound per its settings, with their shutdown timings."""
+    return GrpcServer(
+        settings.bind_addr(own_addr),
+        service_names,
+        register,
+        settings.shutdown_grace_s,
+        settings.shutdown_drain_s,
+    )

@@ -7,7 +7,7 @@ import asyncio
 from services.common.config import Settings
 from services.common.pagination import PageTokens
 from services.common.redis import connect, preload_scripts
-from services.common.server import GrpcServer
+from services.common.server import for_service
 from services.fanout.service import Fanout
 from services.fanout.servicer import FanoutServicer
 from services.fanout.worker import Worker
@@ -20,12 +20,11 @@ async def run_api(settings: Settings) -> None:
     await fanout.start()
     await preload_scripts(redis)
     servicer = FanoutServicer(fanout, PageTokens(settings.page_token_secret))
-    server = GrpcServer(
-        settings.bind_addr(settings.fanout_addr),
+    server = for_service(
+        settings,
+        settings.fanout_addr,
         [fanout_pb2.DESCRIPTOR.services_by_name["FanoutService"].full_name],
         lambda s: fanout_pb2_grpc.add_FanoutServiceServicer_to_server(servicer, s),
-        settings.shutdown_grace_s,
-        settings.shutdown_drain_s,
     )
     try:
         await server.run_until_signalled()
@@ -40,10 +39,7 @@ async def run_worker(settings: Settings) -> None:
     fanout = Fanout(redis, settings)
     worker = Worker(redis, settings, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue)
     await preload_scripts(redis)
-    server = GrpcServer(
-        settings.bind_addr(settings.worker_addr), [], lambda s: None, settings.shutdown_grace_s,
-        settings.shutdown_drain_s,
-    )
+    server = for_service(settings, settings.worker_addr, [], lambda s: None)
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))
 

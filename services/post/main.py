@@ -8,7 +8,7 @@ from services.common import clients
 from services.common.config import Settings
 from services.common.pagination import PageTokens
 from services.common.redis import connect, preload_scripts
-from services.common.server import GrpcServer
+from services.common.server import for_service
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.post.outbox import Outbox
 from services.post.servicer import PostServicer
@@ -23,12 +23,11 @@ async def run(settings: Settings) -> None:
         PostStore(redis), outbox, PageTokens(settings.page_token_secret), settings.outbox_retry_ms
     )
     await preload_scripts(redis)
-    server = GrpcServer(
-        settings.bind_addr(settings.post_addr),
+    server = for_service(
+        settings,
+        settings.post_addr,
         [post_pb2.DESCRIPTOR.services_by_name["PostService"].full_name],
         lambda s: post_pb2_grpc.add_PostServiceServicer_to_server(servicer, s),
-        settings.shutdown_grace_s,
-        settings.shutdown_drain_s,
     )
     stop_draining = asyncio.Event()
     drainer = asyncio.create_task(outbox.run(stop_draining, now_ms))

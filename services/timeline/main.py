@@ -6,7 +6,7 @@ from services.common import clients
 from services.common.config import Settings
 from services.common.pagination import PageTokens
 from services.common.redis import connect
-from services.common.server import GrpcServer
+from services.common.server import for_service
 from services.gen.feed.v1 import timeline_pb2, timeline_pb2_grpc
 from services.timeline.reader import TimelineReader
 from services.timeline.servicer import TimelineServicer
@@ -18,12 +18,11 @@ async def run(settings: Settings) -> None:
     reader = TimelineReader(redis, clients.post_stub(post_channel), settings)
     await reader.start()
     servicer = TimelineServicer(reader, PageTokens(settings.page_token_secret))
-    server = GrpcServer(
-        settings.bind_addr(settings.timeline_addr),
+    server = for_service(
+        settings,
+        settings.timeline_addr,
         [timeline_pb2.DESCRIPTOR.services_by_name["TimelineService"].full_name],
         lambda s: timeline_pb2_grpc.add_TimelineServiceServicer_to_server(servicer, s),
-        settings.shutdown_grace_s,
-        settings.shutdown_drain_s,
     )
     server.on_shutdown(reader.stop)
     try:
