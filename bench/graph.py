@@ -160,8 +160,11 @@ def synthetic(
     return Graph(source, user_ids, celeb_ids, audience_ids, following)
 
 
-def parse_edges(lines: Iterable[str]) -> list[tuple[str, str]]:
-    """SNAP edge list lines -> (follower, followee); comments, self-loops, duplicates dropped."""
+def parse_edges(lines: Iterable[str], nodes: set[str] | None = None) -> list[tuple[str, str]]:
+    """SNAP edge list lines -> (follower, followee); comments, self-loops, duplicates dropped.
+
+    Following yourself is refused by the API, so a self-loop is not a follow; its node still
+    goes into `nodes` (when given), so the account count matches the data set's."""
     seen: set[tuple[str, str]] = set()
     out: list[tuple[str, str]] = []
     for line in lines:
@@ -171,6 +174,8 @@ def parse_edges(lines: Iterable[str]) -> list[tuple[str, str]]:
         if len(parts) < 2:
             raise ValueError(f"not an edge line: {line!r}")
         src, dst = parts[0], parts[1]
+        if nodes is not None:
+            nodes.update((src, dst))
         if src == dst or (src, dst) in seen:
             continue
         seen.add((src, dst))
@@ -190,11 +195,11 @@ def from_snap(path: str | Path, max_edges: int | None = None) -> Graph:
         lines = itertools.islice(handle, None) if max_edges is None else _first_edges(
             handle, max_edges
         )
-        edges = parse_edges(lines)
-    following: dict[str, list[str]] = {}
+        nodes: set[str] = set()
+        edges = parse_edges(lines, nodes)
+    following: dict[str, list[str]] = {f"s{n}": [] for n in nodes}
     for src, dst in edges:
-        following.setdefault(f"s{dst}", [])
-        following.setdefault(f"s{src}", []).append(f"s{dst}")
+        following[f"s{src}"].append(f"s{dst}")
     users = sorted(following, key=lambda s: int(s[1:]))
     label = f"{path.name}" + (f" (first {max_edges} edges)" if max_edges else "")
     return Graph(label, users, [], [], {u: following[u] for u in users})

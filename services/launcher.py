@@ -86,6 +86,9 @@ class Suite:
     def _spawn(self, name: str, role: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         proc_env = {**self.env, **env, "OTEL_SERVICE_NAME": self.env.get(
             f"OTEL_SERVICE_NAME_{role.upper()}", f"fanline-{role}")}
+        metrics_port = int(self.env.get("FANLINE_METRICS_PORT") or 0)
+        if metrics_port:  # one scrape port per process: FANLINE_METRICS_PORT, +1, +2, ...
+            proc_env["FANLINE_METRICS_PORT"] = str(metrics_port + len(self.procs))
         out = None
         if self.log_dir:
             out = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
