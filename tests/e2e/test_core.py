@@ -217,3 +217,16 @@ def test_page_size_is_defaulted_and_clamped(api: Clients, uid: str) -> None:
     wait_for(lambda: len(api.timeline_ids(reader)) == 25, 10, message="own posts")
     assert len(api.page(reader, 0).entries) == 20
     assert len(api.page(reader, 1000).entries) == 25
+
+
+def test_every_service_serves_health_and_reflection(suite) -> None:
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    expected = {suite.post_addr: "feed.v1.PostService", suite.fanout_addr: "feed.v1.FanoutService",
+                suite.timeline_addr: "feed.v1.TimelineService"}
+    for addr, service in expected.items():
+        with grpc.insecure_channel(addr) as channel:
+            names = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        assert {service, "grpc.health.v1.Health"} <= names
