@@ -11,7 +11,7 @@ from services.fanout.queue import DeliveryState
 from services.fanout.service import Fanout
 from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
 
-_STATES = {
+_STATES: dict[str, int] = {
     DeliveryState.QUEUED: fanout_pb2.DELIVERY_STATE_QUEUED,
     DeliveryState.DELIVERING: fanout_pb2.DELIVERY_STATE_DELIVERING,
     DeliveryState.DELIVERED: fanout_pb2.DELIVERY_STATE_DELIVERED,
@@ -121,9 +121,7 @@ class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
         return fanout_pb2.GetDeliveryResponse(
             post_id=request.post_id,
             delivery_mode=int(record.get("mode", 0)),
-            state=_STATES.get(DeliveryState(record["state"]), 0)
-            if record.get("state") in DeliveryState._value2member_map_
-            else fanout_pb2.DELIVERY_STATE_UNSPECIFIED,
+            state=_STATES.get(record.get("state", ""), fanout_pb2.DELIVERY_STATE_UNSPECIFIED),
             followers_targeted=int(record.get("targeted", 0)),
             inbox_writes=int(record.get("writes", 0)),
             lag_ms=int(record.get("lag_ms", 0)),
