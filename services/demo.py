@@ -49,7 +49,7 @@ def play(post_addr: str, fanout_addr: str, timeline_addr: str) -> None:
         fanout.Follow(fanout_pb2.FollowRequest(follower_id=fan, followee_id=star))
     for fan in fans[:10]:  # a third of the fans read their feed; the rest are away
         timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id=fan))
-    for fan in fans:
+    for fan in fans[:20]:  # alice stays below the threshold: PUSH
         fanout.Follow(fanout_pb2.FollowRequest(follower_id=fan, followee_id=alice))
     for followee in (alice, bob, star):
         fanout.Follow(fanout_pb2.FollowRequest(follower_id=reader, followee_id=followee))

@@ -41,5 +41,9 @@ def test_fanline_demo_tells_the_story() -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "[PULL ]" in out and "[INBOX]" in out
+    timeline = [line for line in out.splitlines() if line.startswith("  [")]
+    assert len(timeline) == 5
+    for line in timeline:  # the ordinary authors come from the inbox, the celebrity is pulled
+        assert line.startswith("  [PULL ]") == ("stella" in line), line
     assert "write amplification, push posts" in out and "pull posts: 0.0" in out
+    assert "20 writes skipped for inactive followers" in out
