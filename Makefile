@@ -30,5 +30,11 @@ protos: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+bench: $(STAMP)
+	$(BIN)/fanline bench
+
+bench-docs: $(STAMP)
+	$(BIN)/fanline bench docs
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -30,7 +30,7 @@ from services.common import keys
 from services.common.ids import id_floor_for_ms, id_time
 from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
 
-GRPC_MAX_EDGES = 20_000  # above this `auto` loads through the store (gRPC would take minutes)
+GRPC_MAX_EDGES = 5_000  # above this `auto` loads through the store (gRPC: ~200-1000 follows/s)
 SEED_WINDOW_MS = 3_600_000  # seed posts are dated across the hour before the run
 
 
@@ -126,12 +126,18 @@ class BulkWriter:
             return
         self._writer.write(b"".join(self._buffer))
         await self._writer.drain()
-        for _ in range(self._queued):
-            line = await self._reader.readline()
-            if not line or line[:1] not in b"+:":
-                raise RuntimeError(f"store refused a bulk write: {line!r}")
+        queued, self._queued = self._queued, 0
         self._buffer.clear()
-        self._queued = 0
+        error: bytes | None = None
+        # Read every reply, even after an error, so the connection stays in step.
+        for _ in range(queued):
+            line = await self._reader.readline()
+            if not line:
+                raise ConnectionError("store closed the connection during a bulk write")
+            if line[:1] not in b"+:" and error is None:
+                error = line
+        if error is not None:
+            raise RuntimeError(f"store refused a bulk write: {error!r}")
 
     async def close(self) -> None:
         await self.flush()
@@ -175,19 +181,20 @@ async def load_store(
     tok = bulk.token
     zero = tok("0")
     zadd = tok("ZADD")
+    member = {account: tok(account) for account in graph.following}
     try:
         for account, followees in graph.following.items():
             if followees:
-                tokens = [zadd, tok(keys.following(account))]
+                tokens = [zadd, bulk.raw(keys.following(account).encode())]
                 for followee in followees:
-                    tokens += (zero, tok(followee))
+                    tokens += (zero, member[followee])
                 bulk.send_tokens(tokens)
                 await bulk.maybe_flush()
         for account, followers in graph.followers_of().items():
             if followers:
-                tokens = [zadd, tok(keys.followers(account))]
+                tokens = [zadd, bulk.raw(keys.followers(account).encode())]
                 for follower in followers:
-                    tokens += (zero, tok(follower))
+                    tokens += (zero, member[follower])
                 bulk.send_tokens(tokens)
                 await bulk.maybe_flush()
         # Everyone has just read their timeline: fan-out pushes to all of them (the worst
@@ -204,6 +211,7 @@ async def load_store(
         order = seed_plan(graph, seed_posts_per_author, seed)
         ids = seed_ids(order, int(time.time() * 1000))
         posts: dict[str, list[int]] = {}
+        post_token = {post_id: bulk.raw(str(post_id).encode()) for post_id in ids}
         for post_id, author in zip(ids, order, strict=True):
             posts.setdefault(author, []).append(post_id)
             body = _post_body(post_id, author, f"seed post {post_id} by {author}")
@@ -214,9 +222,9 @@ async def load_store(
             # The services' id script continues above this, so workload posts are newer.
             bulk.send("SET", keys.post_id_sequence(), str(ids[-1]))
         for author, own in posts.items():
-            tokens = [zadd, tok(keys.author_posts(author))]
+            tokens = [zadd, bulk.raw(keys.author_posts(author).encode())]
             for post_id in own:
-                tokens += (tok(str(post_id)),) * 2  # score = member = id
+                tokens += (post_token[post_id],) * 2  # score = member = id
             bulk.send_tokens(tokens)
             await bulk.maybe_flush()
 
@@ -237,9 +245,9 @@ async def load_store(
                 continue
             newest = sorted(chosen, reverse=True)[:inbox_max]
             inbox_entries += len(newest)
-            tokens = [zadd, tok(keys.inbox(account))]
+            tokens = [zadd, bulk.raw(keys.inbox(account).encode())]
             for post_id in newest:
-                tokens += (tok(str(post_id)),) * 2
+                tokens += (post_token[post_id],) * 2
             bulk.send_tokens(tokens)
             await bulk.maybe_flush()
     finally:

@@ -84,3 +84,16 @@ def test_auto_load_method_and_seed_plan() -> None:
     plan = seed_plan(GRAPH, 3, seed=5)
     assert plan == seed_plan(GRAPH, 3, seed=5)
     assert sorted(plan) == sorted(a for a in GRAPH.authors() for _ in range(3))
+
+
+async def test_bulk_writer_raises_on_an_error_reply(redis: Redis) -> None:
+    import pytest
+
+    from bench.load import BulkWriter
+
+    bulk = await BulkWriter.open(redis)
+    bulk.send("SET", "plain", "1")
+    bulk.send("ZADD", "plain", "1", "m")  # WRONGTYPE: the key holds a string
+    with pytest.raises(RuntimeError, match="WRONGTYPE"):
+        await bulk.flush()
+    await bulk.close()

@@ -1,0 +1,232 @@
+"""`fanline bench ...` and `fanline plan`: registered into the `fanline` command by
+services.cli, which calls `add_commands` with its subparsers. Heavy imports stay inside the
+handlers so `fanline --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.graph import DEFAULT_SNAP_PATH
+
+DEFAULT_OUT = "bench/out"
+SYNTHETIC_THRESHOLD = 10_000
+# At Slashdot's size 10,000 never bites (max 2,552 followers). At 100, 1.8% of accounts are
+# pulled and they hold 35% of all follow edges: the head of a heavy tail, as at scale.
+REAL_GRAPH_THRESHOLD = 100
+
+
+def _graph_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("graph (synthetic unless --graph)")
+    g.add_argument("--graph", metavar="PATH", default=None,
+                   help="SNAP edge list (e.g. ../shared/data/soc-Slashdot0902.txt.gz); "
+                        "'slashdot' = that default path")
+    g.add_argument("--max-edges", type=int, default=None,
+                   help="read only the first N edges of --graph")
+    g.add_argument("--users", type=int, default=20_000)
+    g.add_argument("--mean-follows", type=float, default=20.0)
+    g.add_argument("--celebrities", type=int, default=1)
+    g.add_argument("--celebrity-followers", type=int, default=100_000,
+                   help="followers of the biggest celebrity (the next have 1/2, 1/3, ...)")
+    g.add_argument("--celebrity-reach", type=float, default=0.25,
+                   help="share of workload users following each celebrity")
+    g.add_argument("--zipf", type=float, default=0.7, help="popularity skew of organic follows")
+
+
+def _workload_args(p: argparse.ArgumentParser) -> None:
+    w = p.add_argument_group("workload")
+    w.add_argument("--threshold", default=None,
+                   help=f"hybrid celebrity threshold (default {SYNTHETIC_THRESHOLD:,} "
+                        f"synthetic, {REAL_GRAPH_THRESHOLD} with --graph); a comma-separated "
+                        f"list runs one hybrid per value, the first defining the celebrities")
+    w.add_argument("--strategies", default="push,hybrid,pull",
+                   help="comma-separated subset of push,hybrid,pull")
+    w.add_argument("--duration", type=float, default=30.0, help="seconds of traffic")
+    w.add_argument("--posts-per-s", type=float, default=20.0)
+    w.add_argument("--reads-per-s", type=float, default=100.0)
+    w.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
+    w.add_argument("--page-size", type=int, default=20)
+    w.add_argument("--celebrity-post-share", type=float, default=0.02,
+                   help="share of posts by accounts at or above the threshold")
+    w.add_argument("--seed", type=int, default=1, help="graph and schedule seed")
+    w.add_argument("--workers", type=int, default=1)
+    w.add_argument("--load", choices=("auto", "grpc", "store"), default="auto",
+                   help="how the graph is loaded (auto: gRPC for small graphs)")
+    w.add_argument("--seed-posts", type=int, default=2, help="older posts per author")
+    w.add_argument("--drain-timeout", type=float, default=180.0)
+    w.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
+    w.add_argument("--charts", default=None, help="PNG directory (default: --out)")
+    w.add_argument("--name", default=None, help="file stem (default: synthetic or graph name)")
+    w.add_argument("--no-progress", action="store_true")
+
+
+def add_commands(subparsers: Any) -> None:
+    bench = subparsers.add_parser(
+        "bench", help="measure push, pull and hybrid fan-out on this machine",
+        description="Run one seeded workload under push-only, hybrid and pull-only delivery, "
+                    "each on a fresh suite, and report the trade-off. Subcommands run the "
+                    "other measurements.")
+    _graph_args(bench)
+    _workload_args(bench)
+    bench.set_defaults(func=cmd_bench)
+    sub = bench.add_subparsers(dest="bench_command", metavar="{engine,reads,docs}")
+
+    engine = sub.add_parser("engine", help="one worker's inbox writes/s vs pipelined ZADD")
+    engine.add_argument("--followers", type=int, default=100_000)
+    engine.add_argument("--repeats", type=int, default=5)
+    engine.add_argument("--batch-size", type=int, default=1000)
+    engine.add_argument("--requests", type=int, default=1_000_000,
+                        help="requests per redis-benchmark run")
+    engine.add_argument("--pipeline", type=int, default=32)
+    engine.add_argument("--python-baseline", action="store_true",
+                        help="use the Python ZADD loop even if redis-benchmark exists")
+    engine.add_argument("--worker-concurrency", type=int, default=None,
+                        help="consume loops in the worker (default: the service's setting)")
+    engine.add_argument("--out", default=DEFAULT_OUT)
+    engine.set_defaults(func=cmd_engine)
+
+    reads = sub.add_parser("reads", help="GetTimeline latency for one reader mix, concurrency 1")
+    reads.add_argument("--push-authors", type=int, default=100)
+    reads.add_argument("--pull-authors", type=int, default=5)
+    reads.add_argument("--posts-per-author", type=int, default=5)
+    reads.add_argument("--threshold", type=int, default=1000,
+                       help="pull authors get this many followers; push authors have fewer")
+    reads.add_argument("--readers", type=int, default=10,
+                       help="readers with the same mix, read in turn")
+    reads.add_argument("--reads", type=int, default=1000)
+    reads.add_argument("--page-size", type=int, default=20)
+    reads.add_argument("--out", default=DEFAULT_OUT)
+    reads.set_defaults(func=cmd_reads)
+
+    docs = sub.add_parser("docs", help="rerun everything and rewrite docs/benchmarks.md")
+    docs.add_argument("--doc", default="docs/benchmarks.md")
+    docs.add_argument("--img", default="docs/img")
+    docs.add_argument("--out", default=DEFAULT_OUT)
+    docs.add_argument("--graph", default=str(DEFAULT_SNAP_PATH),
+                      help="real graph to include if present")
+    docs.add_argument("--quick", action="store_true",
+                      help="tiny sizes, to check the generator (not for publishing)")
+    docs.set_defaults(func=cmd_docs)
+
+    plan = subparsers.add_parser(
+        "plan", help="capacity calculator: insert rates, storage, a threshold",
+        description="From traffic figures, print fan-out insert rates, inbox storage and a "
+                    "recommended celebrity threshold.")
+    from bench.plan import add_plan_args
+
+    add_plan_args(plan)
+    plan.set_defaults(func=cmd_plan)
+
+
+def load_graph(args: argparse.Namespace) -> Any:
+    from bench import graph as graphs
+
+    if args.graph:
+        path = DEFAULT_SNAP_PATH if args.graph == "slashdot" else Path(args.graph)
+        if not path.exists():
+            print(f"fanline bench: no graph at {path}", file=sys.stderr)
+            return None
+        return graphs.from_snap(path, args.max_edges)
+    return graphs.synthetic(
+        users=args.users, mean_follows=args.mean_follows, celebrities=args.celebrities,
+        celebrity_followers=args.celebrity_followers, celebrity_reach=args.celebrity_reach,
+        zipf=args.zipf, seed=args.seed)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from bench.run import BenchConfig
+
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    unknown = set(strategies) - {"push", "hybrid", "pull"}
+    if unknown or not strategies:
+        raise SystemExit(f"fanline bench: unknown strategies {sorted(unknown)}")
+    if args.threshold is None:
+        thresholds = [REAL_GRAPH_THRESHOLD if args.graph else SYNTHETIC_THRESHOLD]
+    else:
+        try:
+            thresholds = [int(t.replace("_", "")) for t in args.threshold.split(",") if t]
+        except ValueError:
+            raise SystemExit(f"fanline bench: bad --threshold {args.threshold!r}") from None
+        if not thresholds or min(thresholds) < 0:
+            raise SystemExit(f"fanline bench: bad --threshold {args.threshold!r}")
+    name = args.name or (Path(args.graph).name.split(".")[0] if args.graph and
+                         args.graph != "slashdot" else ("slashdot" if args.graph else
+                                                        "synthetic"))
+    return BenchConfig(
+        threshold=thresholds[0], more_thresholds=tuple(thresholds[1:]),
+        strategies=strategies, duration_s=args.duration,
+        posts_per_s=args.posts_per_s, reads_per_s=args.reads_per_s,
+        concurrency=args.concurrency, page_size=args.page_size,
+        celebrity_post_share=args.celebrity_post_share, seed=args.seed, workers=args.workers,
+        load=args.load, seed_posts=args.seed_posts, drain_timeout_s=args.drain_timeout,
+        out_dir=args.out, charts_dir=args.charts, name=name, progress=not args.no_progress)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.report import summary_line, table
+    from bench.run import run_bench
+
+    graph = load_graph(args)
+    if graph is None:
+        return 2
+    config = config_from_args(args)
+    report = run_bench(config, graph)
+    print()
+    print(summary_line(report))
+    loads = {r["load"]["method"] for r in report["strategies"]}
+    print(f"graph loaded through: {', '.join(sorted(loads))} "
+          f"({'real gRPC API' if loads == {'grpc'} else 'store, services key layout'})")
+    print()
+    print(table(report))
+    print(f"\nJSON  {Path(config.out_dir) / (config.name + '.json')}")
+    if report.get("chart"):
+        print(f"chart {report['chart']}")
+    return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    from bench.engine import format_engine, run_engine
+
+    result = run_engine(followers=args.followers, repeats=args.repeats,
+                        batch_size=args.batch_size, requests=args.requests,
+                        pipeline=args.pipeline, out_dir=args.out,
+                        force_python_baseline=args.python_baseline,
+                        worker_concurrency=args.worker_concurrency)
+    print(format_engine(result))
+    print(f"JSON  {Path(args.out) / 'engine.json'}")
+    return 0
+
+
+def cmd_reads(args: argparse.Namespace) -> int:
+    from bench.reads import ReadsScenario, format_reads, run_reads
+
+    scenario = ReadsScenario(
+        push_authors=args.push_authors, pull_authors=args.pull_authors,
+        posts_per_author=args.posts_per_author, threshold=args.threshold,
+        readers=args.readers, reads=args.reads, page_size=args.page_size)
+    result = run_reads(scenario, out_dir=args.out)
+    print(format_reads(result))
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from bench.docs import QUICK, regenerate
+
+    path = regenerate(Path(args.doc), Path(args.img), Path(args.out), Path(args.graph),
+                      QUICK if args.quick else None)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from bench.plan import format_plan, plan_from_args
+
+    result = plan_from_args(args)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(format_plan(result))
+    return 0
