@@ -33,6 +33,9 @@ class BoundedMemoryCache(SimpleMemoryCache):
     def __len__(self) -> int:
         return len(self._cache)
 
+    def __contains__(self, key: str) -> bool:
+        return self.build_key(key) in self._cache
+
 
 async def get_or_load(
     cache: SimpleMemoryCache,

@@ -127,7 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FANLINE_REBUILD_POSTS_PER_AUTHOR", "rebuild_posts_per_author", "50", _int_at_least(1),
             "posts read per followee when rebuilding a returning user's inbox"),
     Setting("FANLINE_REBUILD_MAX_FOLLOWING", "rebuild_max_following", "2000", _int_at_least(1),
-            "followees read when rebuilding an inbox (bounds the work)"),
+            "followees read by one timeline request (rebuild, archive pages, PULL matching)"),
     Setting("FANLINE_OUTBOX_RETRY_MS", "outbox_retry_ms", "500", _int_at_least(10),
             "how often the post service retries hand-offs fan-out has not accepted"),
     Setting("FANLINE_PAGE_TOKEN_SECRET", "page_token_secret", "fanline-dev-secret", str,

@@ -78,5 +78,13 @@ class Hydrator:
             for key in keys:
                 self._inflight.pop(key, None)
 
+    def is_cached(self, post_id: int) -> bool:
+        return str(post_id) in self.cache
+
+    async def cached(self, post_ids: Sequence[int]) -> dict[int, post_pb2.Post]:
+        """Only what the cache holds (no fetch): for a page served past its budget."""
+        values = await self.cache.multi_get([str(i) for i in post_ids])
+        return {i: p for i, p in zip(post_ids, values, strict=True) if p is not None}
+
     async def forget(self, post_id: str) -> None:
         await self.cache.delete(post_id)

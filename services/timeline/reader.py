@@ -106,7 +106,9 @@ class TimelineReader:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget_s
         merged = await self.sources.merged_authors()
-        seen, pulled_authors = await self.sources.reader_state(user_id, merged)
+        seen, pulled_authors = await self.sources.reader_state(
+            user_id, merged, self._settings.rebuild_max_following
+        )
         regime = cursor.regime
         now = time.time()
         if seen is None or seen < now - self._settings.active_days * 86400:
@@ -145,12 +147,16 @@ class TimelineReader:
         try:
             with telemetry.span("timeline.hydrate", {"fanline.hydrate.ids": len(page.entries)}):
                 bodies = await self.hydrator.bodies([pid for pid, _ in page.entries], remaining)
-        except grpc.aio.AioRpcError as exc:
-            raise Unavailable(f"post bodies unavailable ({exc.code().name}); retry") from exc
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            log.warning("hydration missed the budget or failed: %s", exc)
+            page = self._cached_prefix(page, cursor, regime)
+            bodies = await self.hydrator.cached([pid for pid, _ in page.entries])
+            partial = True
+        else:
+            gone = [pid for pid, src in page.entries if pid not in bodies and src is Source.INBOX]
+            if gone:  # deleted posts: tidy the inbox so later reads do not fetch them again
+                self._spawn(self._redis.zrem(keys.inbox(user_id), *(str(g) for g in gone)))
         entries = [(bodies[pid], src) for pid, src in page.entries if pid in bodies]
-        gone = [pid for pid, src in page.entries if pid not in bodies and src is Source.INBOX]
-        if gone:  # deleted posts: tidy the inbox so later reads do not fetch them again
-            self._spawn(self._redis.zrem(keys.inbox(user_id), *(str(g) for g in gone)))
         path = "archive" if regime is Regime.ARCHIVE else "merged" if pulled_authors else "inbox_only"
         telemetry.current_span().set_attributes({
             "fanline.timeline.path": path,
@@ -160,6 +166,20 @@ class TimelineReader:
         })
         metrics.timeline_read((time.perf_counter() - started) * 1000, path, partial)
         return TimelinePage(entries, page.next_cursor, partial)
+
+    def _cached_prefix(self, page: Page, cursor: Cursor, regime: Regime) -> Page:
+        """When bodies cannot be fetched in time: the page up to the first entry whose body is
+        not cached, continuing right after it, so a retry skips nothing and repeats nothing."""
+        prefix: list[tuple[int, Source]] = []
+        for pid, src in page.entries:
+            if not self.hydrator.is_cached(pid):
+                break
+            prefix.append((pid, src))
+        if not prefix:
+            return Page([], cursor)
+        if len(prefix) == len(page.entries):
+            return page
+        return Page(prefix, Cursor(regime, prefix[-1][0]))
 
     async def _inbox_page(
         self, user_id: str, pulled_authors: list[str], page_size: int,

@@ -19,6 +19,9 @@ from services.common.config import PAGE_SIZE_MAX
 # of every reader; deeper pages read the store directly.
 RECENT_LIST_LEN = 2 * PAGE_SIZE_MAX + 56
 PULLED_CACHE_KEYS = 10_000
+# Up to this many PULL authors, a read asks which of them the reader follows; beyond it, it reads
+# the reader's follow set instead (see Sources.reader_state).
+MERGED_LOOKUP_MAX = 256
 
 
 def _ids(raw: Sequence[bytes]) -> list[int]:
@@ -47,18 +50,29 @@ class Sources:
         return value
 
     async def reader_state(
-        self, user_id: str, merged: frozenset[str]
+        self, user_id: str, merged: frozenset[str], max_following: int
     ) -> tuple[int | None, list[str]]:
-        """(last_seen unix s or None, the merged authors the reader follows, self included)."""
+        """(last_seen unix s or None, the merged authors the reader follows, self included).
+
+        With few merged authors, ask the store which of them the reader follows (ZMSCORE);
+        with many (a low threshold makes most authors PULL), read the reader's follow set
+        instead and intersect here, so the cost is bounded by what the reader follows and not
+        by how many PULL authors the whole system has."""
         candidates = sorted(merged - {user_id})
+        by_membership = len(candidates) <= MERGED_LOOKUP_MAX
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(keys.last_seen(user_id))
-            if candidates:
+            if candidates and by_membership:
                 pipe.zmscore(keys.following(user_id), candidates)
+            elif candidates:
+                pipe.zrange(keys.following(user_id), 0, max_following - 1)
             results = await pipe.execute()
         seen = int(results[0]) if results[0] is not None else None
-        followed = [a for a, s in zip(candidates, results[1], strict=True) if s is not None] \
-            if candidates else []
+        followed: list[str] = []
+        if candidates and by_membership:
+            followed = [a for a, s in zip(candidates, results[1], strict=True) if s is not None]
+        elif candidates:
+            followed = sorted(m for m in (f.decode() for f in results[1]) if m in merged)
         if user_id in merged:
             followed.append(user_id)
         return seen, followed

@@ -146,3 +146,19 @@ async def test_unfollowed_pull_author_vanishes(make_stack) -> None:
     await stack.fanout.unfollow("reader", "star")
     assert not (await stack.page("reader")).entries
     assert await stack.redis.zscore(keys.following("reader"), "star") is None
+
+
+async def test_many_pull_authors_are_matched_through_the_follow_set(make_stack, redis) -> None:
+    from services.timeline.sources import MERGED_LOOKUP_MAX
+
+    stack: Stack = await make_stack()
+    others = [f"celeb{i:04d}" for i in range(MERGED_LOOKUP_MAX + 50)]
+    await redis.sadd(keys.merged_authors(), *others, "reader")
+    for followee in (others[3], others[-1], "pushy"):
+        await stack.fanout.follow("reader", followee)
+    many = frozenset([*others, "reader"])
+    few = frozenset([others[3], "zzz", "reader"])
+    _, followed = await stack.reader.sources.reader_state("reader", many, 2000)
+    assert followed == [others[3], others[-1], "reader"]
+    _, followed = await stack.reader.sources.reader_state("reader", few, 2000)
+    assert followed == [others[3], "reader"]
