@@ -19,6 +19,7 @@ import grpc
 import redis
 
 from bench.monitor import CommandMonitor
+from bench.stats import percentile
 from services.common import keys
 from services.gen.feed.v1 import (
     fanout_pb2,
@@ -57,11 +58,6 @@ def wait_delivered(fanout: fanout_pb2_grpc.FanoutServiceStub, post_id: str,
             return reply
         time.sleep(0.005)
     raise TimeoutError(post_id)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -108,7 +104,7 @@ def main() -> None:
         print(f"big fan-out: {big_d.inbox_writes} writes in {big_d.lag_ms} ms "
               f"({big_d.inbox_writes / max(big_d.lag_ms, 1) * 1000:,.0f} writes/s)")
         print(f"small posts created during it: {len(during)}; lag p50 "
-              f"{statistics.median(during):.0f} ms, p99 {percentile(during, 0.99):.0f} ms, "
+              f"{statistics.median(during):.0f} ms, p99 {percentile(during, 99):.0f} ms, "
               f"max {max(during)} ms")
 
     # 3. Single flight: 200 concurrent readers of a fresh celebrity post.
