@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import keys
 from services.common.embedded import EmbeddedStore, free_port
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.launcher import healthy
@@ -104,6 +106,8 @@ def test_sigterm_finishes_in_flight_calls_turns_not_serving_and_exits_in_grace(
            "FANLINE_FANOUT_ADDR": silent_listener, "FANLINE_SHUTDOWN_GRACE_S": "5",
            "FANLINE_SHUTDOWN_DRAIN_S": "1", "FANLINE_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "post"], env=env)
+    store_client = redis.Redis.from_url(store.url)
+    store_client.delete(keys.author_posts("sig"))
     try:
         wait_for(lambda: healthy(addr), 20, message="post service up")
         channel = grpc.insecure_channel(addr)
@@ -113,7 +117,9 @@ def test_sigterm_finishes_in_flight_calls_turns_not_serving_and_exits_in_grace(
         with ThreadPoolExecutor(4) as pool:
             calls = [pool.submit(posts.CreatePost, post_pb2.CreatePostRequest(
                 author_id="sig", text=f"in flight {i}"), timeout=20) for i in range(4)]
-            time.sleep(0.2)  # let the calls reach the server; their handling takes ~1 s
+            # All four posts are stored, so each call is now waiting on its hand-off.
+            wait_for(lambda: store_client.zcard(keys.author_posts("sig")) == 4, 10,
+                     message="all calls in flight")
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             wait_for(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
@@ -124,6 +130,7 @@ def test_sigterm_finishes_in_flight_calls_turns_not_serving_and_exits_in_grace(
         assert time.monotonic() - started < 1 + 5 + 1  # drain + grace (+ slack)
         channel.close()
     finally:
+        store_client.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
