@@ -24,16 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from redis.asyncio import Redis
-
 from bench.clients import Stubs, wait_delivered
 from bench.graph import Graph
 from bench.load import load_store
 from bench.stats import median
-from bench.suite import PUSH_ONLY_THRESHOLD, running_suite, server_version, store_client
-from services.common import keys
+from bench.suite import PUSH_ONLY_THRESHOLD, running_suite, server_version, suite_store
 from services.common.config import load_settings
-from services.fanout.inbox import InboxWriter
+from services.common.store import Store
 from services.gen.feed.v1 import post_pb2
 
 AUTHOR = "engine-author"
@@ -90,9 +87,9 @@ def engine_graph(followers: int) -> Graph:
 
 
 def redis_benchmark_commands(port: int, keyspace: int, requests: int,
-                             pipeline: int) -> list[list[str]]:
+                             pipeline: int, cluster: bool = False) -> list[list[str]]:
     base = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-P", str(pipeline),
-            "-n", str(requests), "-q"]
+            "-n", str(requests), "-q", *(["--cluster"] if cluster else [])]
     return [
         [*base, "-t", "zadd"],
         # One sorted set per random key, like fan-out writing into many inboxes.
@@ -114,39 +111,41 @@ def run_redis_benchmark(command: list[str]) -> float:
     return parse_rps(done.stdout.replace("\r", "\n"))
 
 
-async def python_zadd_rate(redis: Redis, keyspace: int, requests: int, pipeline: int,
+async def python_zadd_rate(store: Store, keyspace: int, requests: int, pipeline: int,
                            many_keys: bool) -> float:
     """Pipelined ZADD from this (Python) process: a lower bound of the store's rate."""
     started = time.perf_counter()
     sent = 0
     while sent < requests:
-        pipe = redis.pipeline(transaction=False)
-        for i in range(sent, min(requests, sent + pipeline)):
-            key = f"bench:inbox:{i % keyspace}" if many_keys else "bench:myzset"
-            pipe.zadd(key, {f"post:{i}": i})
-        await pipe.execute()
+        await store.client.batch([
+            ("ZADD", f"bench:inbox:{i % keyspace}" if many_keys else "bench:myzset", i, f"post:{i}")
+            for i in range(sent, min(requests, sent + pipeline))])
         sent += pipeline
     return requests / (time.perf_counter() - started)
 
 
-async def script_rate(redis: Redis, followers: list[str], batch_size: int,
+async def script_rate(store: Store, followers: list[str], batch_size: int,
                       post_id: int, inbox_max: int) -> float:
-    """The push script alone, called back to back from here (no stream, no acks)."""
-    writer = InboxWriter(redis, inbox_max)
+    """The push script alone, called back to back from here (no stream, no acks): one call
+    per batch of one bucket's followers, as the worker makes them."""
+    batches = [{bucket: members[i:i + batch_size]}
+               for bucket, members in store.inboxes.group(followers).items()
+               for i in range(0, len(members), batch_size)]
     written = 0
     started = time.perf_counter()
-    for i in range(0, len(followers), batch_size):
-        w, _ = await writer.push(post_id, AUTHOR, followers[i:i + batch_size], 0)
+    for batch in batches:
+        w, _ = await store.inboxes.push(post_id, AUTHOR, batch, inbox_max, 0)
         written += w
     return written / (time.perf_counter() - started)
 
 
 async def _measure(result: EngineResult, post_addr: str, fanout_addr: str, timeline_addr: str,
-                   redis: Redis, port: int, graph: Graph, inbox_max: int,
+                   store: Store, port: int, graph: Graph, inbox_max: int,
                    requests: int, pipeline: int, progress: bool) -> None:
     stubs = Stubs.connect(post_addr, fanout_addr, timeline_addr)
     use_tool = result.baseline_tool == "redis-benchmark"
-    commands = redis_benchmark_commands(port, result.followers, requests, pipeline)
+    commands = redis_benchmark_commands(port, result.followers, requests, pipeline,
+                                        store.client.cluster)
     result.commands = [" ".join(c) for c in commands] if use_tool else [
         f"python pipelined ZADD x{requests:,}, {pipeline} per round trip"]
     try:
@@ -155,21 +154,22 @@ async def _measure(result: EngineResult, post_addr: str, fanout_addr: str, timel
                 post_pb2.CreatePostRequest(author_id=AUTHOR, text=f"engine run {repeat}"),
                 timeout=30)
             delivery = await wait_delivered(stubs, reply.post.post_id, timeout_s=600)
-            record = {k.decode(): v.decode() for k, v in
-                      (await redis.hgetall(keys.delivery(reply.post.post_id))).items()}
-            writes = int(record["writes"])
-            busy_ms = max(1, int(record["done_ms"]) - int(record["started_ms"]))
+            record = await store.queue.delivery(int(reply.post.post_id))
+            assert record is not None
+            writes = record.writes
+            busy_ms = max(1, record.done_ms - record.started_ms)
             result.worker_rates.append(writes / busy_ms * 1000)
             result.end_to_end_rates.append(writes / max(1, delivery.lag_ms) * 1000)
             # The script alone, with a post id no real post uses (the store is thrown away).
             result.script_rates.append(await script_rate(
-                redis, graph.audience, result.batch_size, 10**15 + repeat, inbox_max))
+                store, graph.audience, result.batch_size,
+                store.layout.compose_post_id(2**40 + repeat, 0, 0), inbox_max))
             if use_tool:
                 one = await asyncio.to_thread(run_redis_benchmark, commands[0])
                 many = await asyncio.to_thread(run_redis_benchmark, commands[1])
             else:
-                one = await python_zadd_rate(redis, result.followers, requests, pipeline, False)
-                many = await python_zadd_rate(redis, result.followers, requests, pipeline, True)
+                one = await python_zadd_rate(store, result.followers, requests, pipeline, False)
+                many = await python_zadd_rate(store, result.followers, requests, pipeline, True)
             result.zadd_one_key.append(one)
             result.zadd_many_keys.append(many)
             if progress:
@@ -184,7 +184,9 @@ async def _measure(result: EngineResult, post_addr: str, fanout_addr: str, timel
 def run_engine(followers: int = 100_000, repeats: int = 5, batch_size: int = 1000,
                requests: int = 1_000_000, pipeline: int = 32, out_dir: str | Path = "bench/out",
                progress: bool = True, force_python_baseline: bool = False,
-               worker_concurrency: int | None = None) -> EngineResult:
+               worker_concurrency: int | None = None, cluster: int = 0,
+               name: str = "engine") -> EngineResult:
+    """`cluster`: on an embedded cluster of that many masters (0: one node)."""
     out = Path(out_dir)
     tool = shutil.which("redis-benchmark")
     use_tool = bool(tool) and not force_python_baseline
@@ -196,31 +198,31 @@ def run_engine(followers: int = 100_000, repeats: int = 5, batch_size: int = 100
     if worker_concurrency is not None:
         env["FANLINE_WORKER_CONCURRENCY"] = str(worker_concurrency)
     concurrency = getattr(load_settings({**os.environ, **env}), "worker_concurrency", 1)
-    with running_suite(PUSH_ONLY_THRESHOLD, 1, out / "logs" / "engine", env) as suite:
-        port = urlparse(suite.redis_url).port or 6379
+    with running_suite(PUSH_ONLY_THRESHOLD, 1, out / "logs" / name, env, cluster) as suite:
+        port = urlparse(suite.redis_url.split(",")[0]).port or 6379
 
         async def go() -> EngineResult:
-            redis = store_client(suite)
+            store = await suite_store(suite)
             try:
                 graph = engine_graph(followers)
                 if progress:
                     print(f"loading {followers:,} active followers through the store ...",
                           flush=True)
-                await load_store(redis, graph, PUSH_ONLY_THRESHOLD, 0, inbox_max)
+                await load_store(store, graph, PUSH_ONLY_THRESHOLD, 0, inbox_max)
                 result = EngineResult(
-                    followers, batch_size, repeats, await server_version(redis),
+                    followers, batch_size, repeats, await server_version(store),
                     "redis-benchmark" if use_tool else "python-pipeline", note, concurrency)
                 # Python-bound baseline: fewer requests keep it to seconds.
                 reqs = requests if use_tool else min(requests, 200_000)
                 await _measure(result, suite.post_addr, suite.fanout_addr, suite.timeline_addr,
-                               redis, port, graph, inbox_max, reqs, pipeline, progress)
+                               store, port, graph, inbox_max, reqs, pipeline, progress)
                 return result
             finally:
-                await redis.aclose()
+                await store.close()
 
         result = asyncio.run(go())
     out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(result.as_dict(), indent=2))
+    (out / f"{name}.json").write_text(json.dumps(result.as_dict(), indent=2))
     return result
 
 

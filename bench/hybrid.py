@@ -16,11 +16,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import redis
 
 from bench.monitor import CommandMonitor
 from bench.stats import percentile
-from services.common import keys
+from bench.storeops import StoreOps
 from services.gen.feed.v1 import (
     fanout_pb2,
     fanout_pb2_grpc,
@@ -32,18 +31,11 @@ from services.gen.feed.v1 import (
 from services.launcher import Suite
 
 
-def load_followers(client: redis.Redis, author: str, followers: list[str], active: bool) -> None:
-    """The same sorted sets Follow writes, loaded in bulk (Follow one by one would take minutes)."""
-    now = int(time.time())
-    pipe = client.pipeline(transaction=False)
-    for i, follower in enumerate(followers):
-        pipe.zadd(keys.followers(author), {follower: 0})
-        pipe.zadd(keys.following(follower), {author: 0})
-        if active:
-            pipe.set(keys.last_seen(follower), now)
-        if i % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
+def load_followers(ops: StoreOps, author: str, followers: list[str], active: bool) -> None:
+    """The writes Follow makes, in bulk (Follow one by one would take minutes)."""
+    ops.add_followers(author, followers)
+    if active:
+        ops.activate(*followers)
 
 
 def wait_delivered(fanout: fanout_pb2_grpc.FanoutServiceStub, post_id: str,
@@ -67,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {"FANLINE_CELEBRITY_THRESHOLD": str(10**9), "FANLINE_LOG_LEVEL": "WARNING"}
     with Suite(workers=1, extra_env=env) as suite:
-        client = redis.Redis.from_url(suite.redis_url)
+        client = StoreOps(suite.env)
         posts = post_pb2_grpc.PostServiceStub(grpc.insecure_channel(suite.post_addr))
         fanout = fanout_pb2_grpc.FanoutServiceStub(grpc.insecure_channel(suite.fanout_addr))
 
@@ -110,7 +102,7 @@ def main() -> None:
     # 3. Single flight: 200 concurrent readers of a fresh celebrity post.
     with Suite(workers=1, extra_env={"FANLINE_CELEBRITY_THRESHOLD": "150",
                                      "FANLINE_LOG_LEVEL": "WARNING"}) as suite:
-        client = redis.Redis.from_url(suite.redis_url)
+        client = StoreOps(suite.env)
         posts = post_pb2_grpc.PostServiceStub(grpc.insecure_channel(suite.post_addr))
         fanout = fanout_pb2_grpc.FanoutServiceStub(grpc.insecure_channel(suite.fanout_addr))
         timeline = timeline_pb2_grpc.TimelineServiceStub(grpc.insecure_channel(suite.timeline_addr))
@@ -119,10 +111,12 @@ def main() -> None:
         first = posts.CreatePost(post_pb2.CreatePostRequest(author_id="star", text="x")).post
         wait_delivered(fanout, first.post_id)  # the star is PULL from here on
         timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id=readers[0]))  # warm caches
-        monitor = CommandMonitor(suite.redis_url)
+        star_list = client.layout.author_posts("star")
+        monitor = CommandMonitor(client.node_url(star_list))
         post = posts.CreatePost(post_pb2.CreatePostRequest(author_id="star", text="fresh")).post
         wait_delivered(fanout, post.post_id)
-        lists, bodies = monitor.count(keys.author_posts("star")), monitor.count(keys.post(post.post_id))
+        body = client.layout.post(int(post.post_id))
+        lists, bodies = monitor.count(star_list), monitor.count(body)
         gate = threading.Barrier(100)
 
         def read(reader: str) -> bool:
@@ -132,8 +126,8 @@ def main() -> None:
 
         with ThreadPoolExecutor(100) as pool:
             saw = sum(pool.map(read, readers))
-        list_reads = monitor.count(keys.author_posts("star")) - lists
-        body_reads = monitor.count(keys.post(post.post_id)) - bodies
+        list_reads = monitor.count(star_list) - lists
+        body_reads = monitor.count(body) - bodies
         monitor.close()
         print(f"200 concurrent readers ({saw} saw the new post first): {list_reads} store read(s) "
               f"of the star's list, {body_reads} of the post body")

@@ -22,8 +22,9 @@ from bench.clients import Stubs, wait_drained
 from bench.graph import Graph
 from bench.load import load_store
 from bench.stats import summarize
-from bench.suite import running_suite
+from bench.suite import running_suite, suite_store
 from services.gen.feed.v1 import post_pb2, timeline_pb2, timeline_pb2_grpc
+from services.launcher import Suite
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,11 @@ def reads_graph(s: ReadsScenario) -> Graph:
                  [*push, *pull], audience, following)
 
 
-async def _setup(s: ReadsScenario, graph: Graph, suite_addrs: tuple[str, str, str],
-                 redis_url: str) -> None:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(redis_url)
-    stubs = Stubs.connect(*suite_addrs)
+async def _setup(s: ReadsScenario, graph: Graph, suite: Suite) -> None:
+    store = await suite_store(suite)
+    stubs = Stubs.connect(suite.post_addr, suite.fanout_addr, suite.timeline_addr)
     try:
-        await load_store(redis, graph, s.threshold, 0, 800)
+        await load_store(store, graph, s.threshold, 0, 800)
         before = await stubs.stats()
         authors = graph.celebrities  # push authors, then pull authors
         gate = asyncio.Semaphore(16)
@@ -94,18 +92,18 @@ async def _setup(s: ReadsScenario, graph: Graph, suite_addrs: tuple[str, str, st
             raise TimeoutError("posts were not fanned out in time")
     finally:
         await stubs.close()
-        await redis.aclose()
+        await store.close()
 
 
 def run_reads(s: ReadsScenario, out_dir: str | Path = "bench/out",
-              name: str | None = None) -> ReadsResult:
+              name: str | None = None, cluster: int = 0) -> ReadsResult:
+    """`cluster`: run on an embedded cluster of that many masters (0: one node)."""
     out = Path(out_dir)
     graph = reads_graph(s)
     result = ReadsResult(s)
     started = time.monotonic()
-    with running_suite(s.threshold, 1, out / "logs" / "reads") as suite:
-        asyncio.run(_setup(s, graph, (suite.post_addr, suite.fanout_addr, suite.timeline_addr),
-                           suite.redis_url))
+    with running_suite(s.threshold, 1, out / "logs" / "reads", cluster=cluster) as suite:
+        asyncio.run(_setup(s, graph, suite))
         result.setup_s = time.monotonic() - started
         with grpc.insecure_channel(suite.timeline_addr) as channel:
             stub = timeline_pb2_grpc.TimelineServiceStub(channel)

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
-from redis.asyncio import Redis
 
 from bench.clients import Stubs
 from bench.graph import Graph
@@ -21,11 +20,13 @@ from bench.suite import (
     PUSH_ONLY_THRESHOLD,
     running_suite,
     server_version,
+    suite_store,
     used_memory,
 )
 from bench.workload import DriveResult, drive, schedule
-from services.common import keys
+from services.common.store import Store
 from services.gen.feed.v1 import fanout_pb2
+from services.launcher import Suite
 
 DELIVERY_LOOKUP_CONCURRENCY = 16
 
@@ -106,19 +107,17 @@ def peak_rate(samples: list[tuple[float, int, int, int]], window_s: float = 1.0)
     return best
 
 
-async def _busy_intervals(redis: Redis, post_ids: list[str]) -> dict[str, tuple[int, int]]:
+async def _busy_intervals(store: Store, post_ids: list[str]) -> dict[str, tuple[int, int]]:
     """Pushed post -> (first batch started, last batch done) in unix ms, from the delivery
     records the worker keeps (GetDelivery exposes the lag, not these two instants)."""
     out: dict[str, tuple[int, int]] = {}
     for i in range(0, len(post_ids), 1000):
         chunk = post_ids[i:i + 1000]
-        async with redis.pipeline(transaction=False) as pipe:
-            for post_id in chunk:
-                pipe.hmget(keys.delivery(post_id), "started_ms", "done_ms", "mode")
-            replies = await pipe.execute()
-        for post_id, (started, done, mode) in zip(chunk, replies, strict=True):
-            if started and done and mode and int(mode) == fanout_pb2.DELIVERY_MODE_PUSH:
-                out[post_id] = (int(started), int(done))
+        records = await store.queue.deliveries([int(p) for p in chunk])
+        for post_id, record in zip(chunk, records, strict=True):
+            if (record and record.started_ms and record.done_ms
+                    and record.mode == fanout_pb2.DELIVERY_MODE_PUSH):
+                out[post_id] = (record.started_ms, record.done_ms)
     return out
 
 
@@ -237,9 +236,8 @@ def analyse(strategy: Strategy, hybrid_threshold: int, graph: Graph,
 
 async def _one_strategy(config: BenchConfig, strategy: Strategy, graph: Graph,
                         post_addr: str, fanout_addr: str, timeline_addr: str,
-                        redis_url: str) -> dict[str, object]:
+                        store: Store) -> dict[str, object]:
     label = strategy.label
-    redis = Redis.from_url(redis_url)
     stubs = Stubs.connect(post_addr, fanout_addr, timeline_addr)
     try:
         method = choose_method(config.load, graph)
@@ -248,9 +246,9 @@ async def _one_strategy(config: BenchConfig, strategy: Strategy, graph: Graph,
         if method == "grpc":
             load = await load_grpc(stubs, graph, config.seed_posts, config.seed)
         else:
-            load = await load_store(redis, graph, strategy.threshold, config.seed_posts,
+            load = await load_store(store, graph, strategy.threshold, config.seed_posts,
                                     config.inbox_max, config.seed)
-        memory_before = await used_memory(redis)
+        memory_before = await used_memory(store)
         celebrities = graph.big_accounts(config.threshold)
         events = schedule(graph, config.duration_s, config.posts_per_s, config.reads_per_s,
                           celebrities, config.celebrity_post_share, config.seed)
@@ -258,15 +256,14 @@ async def _one_strategy(config: BenchConfig, strategy: Strategy, graph: Graph,
                           config.drain_timeout_s, config.progress, label)
         post_ids = [p.post_id for p in run.posts]
         deliveries = await _deliveries(stubs, post_ids)
-        busy = await _busy_intervals(redis, post_ids)
-        memory_after = await used_memory(redis)
+        busy = await _busy_intervals(store, post_ids)
+        memory_after = await used_memory(store)
         result = analyse(strategy, config.threshold, graph, run, deliveries,
                          memory_before, memory_after, load, busy)
-        result["store"] = await server_version(redis)
+        result["store"] = await server_version(store)
         return result
     finally:
         await stubs.close()
-        await redis.aclose()
 
 
 def machine_info() -> dict[str, object]:
@@ -308,9 +305,15 @@ def run_bench(config: BenchConfig, graph: Graph,
         env = {"FANLINE_INBOX_MAX": str(config.inbox_max), **config.extra_env}
         with running_suite(strategy.threshold, config.workers, out / "logs" / strategy.key,
                            env) as suite:
-            result = asyncio.run(_one_strategy(
-                config, strategy, graph, suite.post_addr, suite.fanout_addr,
-                suite.timeline_addr, suite.redis_url))
+            async def one(suite: Suite = suite, strategy: Strategy = strategy) -> dict[str, object]:
+                store = await suite_store(suite)
+                try:
+                    return await _one_strategy(config, strategy, graph, suite.post_addr,
+                                               suite.fanout_addr, suite.timeline_addr, store)
+                finally:
+                    await store.close()
+
+            result = asyncio.run(one())
         results.append(result)
         if on_strategy:
             on_strategy(result)

@@ -7,9 +7,9 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from redis.asyncio import Redis
-
+from services.common.config import load_settings
 from services.common.embedded import free_port
+from services.common.store import Store, open_store
 from services.launcher import Suite
 
 PUSH_ONLY_THRESHOLD = 10**12  # no account has that many followers: every author pushes
@@ -20,6 +20,7 @@ def suite_env(threshold: int, extra: Mapping[str, str] | None = None) -> dict[st
         # Empty = a new embedded store, whatever the caller's shell points at: each
         # strategy must start from an empty store.
         "FANLINE_REDIS_URL": "",
+        "FANLINE_REDIS_MODE": "single",  # a cluster suite sets it (running_suite(cluster=N))
         "FANLINE_CELEBRITY_THRESHOLD": str(threshold),
         "FANLINE_LOG_LEVEL": "WARNING",
         # Explicit free ports, so an exported FANLINE_*_ADDR (from `fanline up`) cannot clash.
@@ -33,10 +34,12 @@ def suite_env(threshold: int, extra: Mapping[str, str] | None = None) -> dict[st
 
 @contextlib.contextmanager
 def running_suite(threshold: int, workers: int, log_dir: str | Path,
-                  extra_env: Mapping[str, str] | None = None) -> Iterator[Suite]:
+                  extra_env: Mapping[str, str] | None = None,
+                  cluster: int = 0) -> Iterator[Suite]:
+    """A suite on a fresh embedded store: one node, or a cluster of `cluster` masters."""
     os.makedirs(log_dir, exist_ok=True)
     suite = Suite(workers=workers, extra_env=suite_env(threshold, extra_env),
-                  log_dir=str(log_dir))
+                  log_dir=str(log_dir), cluster_masters=cluster)
     suite.start(timeout_s=60)
     try:
         yield suite
@@ -44,16 +47,30 @@ def running_suite(threshold: int, workers: int, log_dir: str | Path,
         suite.stop()
 
 
-def store_client(suite: Suite) -> Redis:
-    return Redis.from_url(suite.redis_url)
+async def suite_store(suite: Suite) -> Store:
+    """The storage layer of a running suite, as its processes use it."""
+    return await open_store(load_settings(suite.env))
 
 
-async def used_memory(redis: Redis) -> int:
-    info = await redis.info("memory")
-    return int(info["used_memory"])
+async def node_infos(store: Store, section: str) -> dict[str, dict[str, object]]:
+    """INFO `section` of every primary, by host:port."""
+    out: dict[str, dict[str, object]] = {}
+    for name, client in store.client.node_clients().items():
+        try:
+            out[name] = await client.info(section)
+        finally:
+            await client.aclose()
+    return out
 
 
-async def server_version(redis: Redis) -> str:
-    info = await redis.info("server")
+async def used_memory(store: Store) -> int:
+    """Bytes used by the store, summed over its primaries."""
+    return sum(int(info["used_memory"]) for info in (await node_infos(store, "memory")).values())
+
+
+async def server_version(store: Store) -> str:
+    infos = await node_infos(store, "server")
+    info = next(iter(infos.values()))
     name = "valkey" if "valkey_version" in info else "redis"
-    return f"{name} {info.get('valkey_version') or info.get('redis_version')}"
+    kind = f", cluster of {len(infos)} masters" if store.client.cluster else ""
+    return f"{name} {info.get('valkey_version') or info.get('redis_version')}{kind}"

@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start store, services and workers; Ctrl-C stops all")
     up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--cluster", type=int, default=0, metavar="MASTERS",
+                    help="embedded store as a Valkey Cluster of this many masters (default: one node)")
+    up.add_argument("--replicas", type=int, default=0,
+                    help="replicas per master of the embedded cluster (default 0)")
     up.add_argument("--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
                     help="send traces and metrics here (e.g. http://127.0.0.1:4317)")
 
@@ -84,7 +88,11 @@ def _up(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"fanline: {exc}", file=sys.stderr)
         return 2
-    suite = Suite(workers=args.workers, extra_env=_otlp_env(args.otlp_endpoint), free_ports=False)
+    if args.cluster < 0 or args.replicas < 0 or (args.replicas and not args.cluster):
+        print("fanline: --cluster must be positive, and --replicas needs --cluster", file=sys.stderr)
+        return 2
+    suite = Suite(workers=args.workers, extra_env=_otlp_env(args.otlp_endpoint), free_ports=False,
+                  cluster_masters=args.cluster, cluster_replicas=args.replicas)
     stop = False
 
     def request_stop(*_: object) -> None:
@@ -94,7 +102,10 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     with suite:
-        print(f"store     {suite.redis_url}{' (embedded)' if suite.store else ''}")
+        kind = ""
+        if suite.store is not None:
+            kind = f" (embedded cluster: {args.cluster} masters)" if args.cluster else " (embedded)"
+        print(f"store     {suite.redis_url}{kind}")
         print(f"post      {suite.post_addr}")
         print(f"fanout    {suite.fanout_addr}")
         print(f"timeline  {suite.timeline_addr}")

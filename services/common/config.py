@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from services.common.store.layout import BUCKETS_MAX, BUCKETS_MIN
+
 PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
 TEXT_MAX_CHARS = 1000
@@ -64,9 +66,23 @@ def _non_negative_float(value: str) -> float:
 
 
 def _redis_url(value: str) -> str:
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected redis://, rediss:// or unix:// (or empty for embedded)")
+    for part in value.split(",") if value else []:
+        if not part.strip().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://, rediss:// or unix:// URLs (or empty for embedded)")
     return value
+
+
+def _redis_mode(value: str) -> str:
+    if value not in ("single", "cluster"):
+        raise ValueError("expected single or cluster")
+    return value
+
+
+def _store_buckets(value: str) -> int:
+    number = int(value)
+    if number & (number - 1) or not BUCKETS_MIN <= number <= BUCKETS_MAX:
+        raise ValueError(f"must be a power of two from {BUCKETS_MIN} to {BUCKETS_MAX}")
+    return number
 
 
 def _log_level(value: str) -> str:
@@ -87,7 +103,21 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("FANLINE_REDIS_URL", "redis_url", "", _redis_url,
-            "Redis-compatible store; empty = `fanline up` starts an embedded Valkey"),
+            "Redis-compatible store; in cluster mode a comma-separated list of seed nodes; "
+            "empty = `fanline up` starts an embedded Valkey"),
+    Setting("FANLINE_REDIS_MODE", "redis_mode", "single", _redis_mode,
+            "`single` (one node, or a primary with replicas) or `cluster` (Valkey/Redis Cluster)"),
+    Setting("FANLINE_STORE_BUCKETS", "store_buckets", "64", _store_buckets,
+            "buckets users' keys are spread over (power of two, 64..1024; fixed once data "
+            "exists: see docs/scaling.md)"),
+    Setting("FANLINE_QUEUE_PARTITIONS", "queue_partitions", "8", _int_at_least(1),
+            "fan-out stream partitions, each with its own consumer group (at most the bucket "
+            "count; fixed once data exists)"),
+    Setting("FANLINE_STORE_WAIT_REPLICAS", "store_wait_replicas", "0", _int_at_least(0),
+            "acknowledged writes wait until this many replicas have them (WAIT), so a failover "
+            "loses none"),
+    Setting("FANLINE_STORE_WAIT_MS", "store_wait_ms", "500", _int_at_least(1),
+            "how long a write waits for its replicas before the call fails with UNAVAILABLE"),
     Setting("FANLINE_CELEBRITY_THRESHOLD", "celebrity_threshold", "10000", _int_at_least(0),
             "followers at which an author is promoted to PULL delivery"),
     Setting("FANLINE_DEMOTE_RATIO", "demote_ratio", "0.8", _float_in(0.0, 1.0),
@@ -146,6 +176,11 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
+    redis_mode: str
+    store_buckets: int
+    queue_partitions: int
+    store_wait_replicas: int
+    store_wait_ms: int
     celebrity_threshold: int
     demote_ratio: float
     inbox_max: int
@@ -196,9 +231,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values[setting.attr] = setting.parse(raw)
         except ValueError as exc:
             problems.append(f"{setting.env}={raw!r}: {exc}")
+    if not problems:
+        problems += _cross_checks(values)
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return Settings(**values)
+
+
+def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+    """Rules that involve more than one setting."""
+    problems = []
+    if values["queue_partitions"] > values["store_buckets"]:
+        problems.append(f"FANLINE_QUEUE_PARTITIONS={values['queue_partitions']}: must not exceed "
+                        f"FANLINE_STORE_BUCKETS ({values['store_buckets']})")
+    if values["redis_mode"] == "single" and "," in values["redis_url"]:
+        problems.append("FANLINE_REDIS_URL: a list of seed nodes needs FANLINE_REDIS_MODE=cluster")
+    return problems
 
 
 def env_names() -> list[str]:

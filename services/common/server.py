@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
-import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import telemetry
 from services.common.config import Settings
 from services.common.errors import DomainError
+from services.common.store import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                     exc.message,
                     trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
                 )
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
                 log.warning("store unavailable: %s", exc)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "store unavailable, retry")
 

@@ -48,6 +48,7 @@ UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")
 REDIS_SCOPE = "opentelemetry.instrumentation.redis"
 SPAN_NAME_MAX = 80
 STATEMENT_MAX_ARGS = 8
+STATEMENT_MAX_CHARS = 200
 # Backstop for the statement of a big pipeline (the instrumentation joins every command).
 SPAN_ATTRIBUTE_MAX_CHARS = 1024
 _STATEMENT_KEYS = ("db.statement", "db.query.text")
@@ -194,7 +195,8 @@ def _instrument_redis(tracer_provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
     RedisInstrumentor().instrument(
-        tracer_provider=tracer_provider, request_hook=redis_request_hook
+        tracer_provider=tracer_provider, request_hook=redis_request_hook,
+        response_hook=redis_response_hook,
     )
     _state.redis_instrumented = True
 
@@ -377,6 +379,7 @@ def redis_request_hook(span: Span, instance: object, args: Sequence[Any],
     """A fan-out batch is one EVALSHA with 3,000 KEYS: say how many instead of '? ? ? ...'."""
     if not span.is_recording() or not args:
         return
+    _name_the_system(span)
     command = str(args[0]).upper()
     statement: str | None = None
     if command in ("EVALSHA", "EVAL") and len(args) >= 3:
@@ -390,6 +393,43 @@ def redis_request_hook(span: Span, instance: object, args: Sequence[Any],
         for key in _STATEMENT_KEYS:
             if key in recorded:
                 span.set_attribute(key, statement)
+
+
+def _name_the_system(span: Span) -> None:
+    """The instrumentation names the database on single-node spans only; name it on cluster
+    spans too, so store calls look the same in both modes."""
+    recorded = getattr(span, "attributes", None) or {}
+    if "db.system" not in recorded and "db.system.name" not in recorded:
+        span.set_attribute("db.system", "redis")
+
+
+def compact_statement(statement: str) -> str:
+    """A pipeline's statement is one "COMMAND ? ? ..." line per command, each up to 1,000
+    characters (a fan-out batch's script calls): keep long commands as their argument count,
+    and repeated lines once with a count."""
+    lines: list[list[Any]] = []
+    for line in statement.split("\n"):
+        command, _, rest = line.partition(" ")
+        args = rest.count("?")
+        more = "+" if rest.endswith("...") else ""  # the instrumentation cut the line short
+        text = line if args <= STATEMENT_MAX_ARGS else f"{command} ({args}{more} args)"
+        if lines and lines[-1][0] == text:
+            lines[-1][1] += 1
+        else:
+            lines.append([text, 1])
+    return "\n".join(text if count == 1 else f"{text} (x{count})" for text, count in lines)
+
+
+def redis_response_hook(span: Span, instance: object, response: object) -> None:
+    """Pipelines get no request hook: compact their statement once they have run."""
+    if not span.is_recording():
+        return
+    _name_the_system(span)
+    recorded = getattr(span, "attributes", None) or {}
+    for key in _STATEMENT_KEYS:
+        value = recorded.get(key)
+        if isinstance(value, str) and ("\n" in value or len(value) > STATEMENT_MAX_CHARS):
+            span.set_attribute(key, compact_statement(value))
 
 
 # -- gRPC -----------------------------------------------------------------------------------

@@ -6,20 +6,17 @@ import asyncio
 
 from services.common.config import Settings
 from services.common.pagination import PageTokens
-from services.common.redis import connect, preload_scripts
 from services.common.server import for_service
-from services.fanout.service import Fanout
+from services.common.store import open_store
+from services.fanout.app import build_fanout, build_worker
 from services.fanout.servicer import FanoutServicer
-from services.fanout.worker import Worker
 from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
 
 
 async def run_api(settings: Settings) -> None:
-    redis = connect(settings.redis_url)
-    fanout = Fanout(redis, settings)
-    await fanout.start()
-    await preload_scripts(redis)
-    servicer = FanoutServicer(fanout, PageTokens(settings.page_token_secret))
+    store = await open_store(settings)
+    await store.queue.ensure_groups()
+    servicer = FanoutServicer(build_fanout(store, settings), PageTokens(settings.page_token_secret))
     server = for_service(
         settings,
         settings.fanout_addr,
@@ -29,16 +26,14 @@ async def run_api(settings: Settings) -> None:
     try:
         await server.run_until_signalled()
     finally:
-        await redis.aclose()
+        await store.close()
 
 
 async def run_worker(settings: Settings) -> None:
     """A worker serves only gRPC health (for probes) next to its consume loop. On SIGTERM it
-    finishes and acknowledges the batch in hand, takes no new entry, and exits."""
-    redis = connect(settings.redis_url)
-    fanout = Fanout(redis, settings)
-    worker = Worker(redis, settings, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue)
-    await preload_scripts(redis)
+    finishes and acknowledges the batches in hand, takes no new entry, and exits."""
+    store = await open_store(settings)
+    worker = build_worker(store, settings)
     server = for_service(settings, settings.worker_addr, [], lambda s: None)
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))
@@ -51,4 +46,4 @@ async def run_worker(settings: Settings) -> None:
     try:
         await server.run_until_signalled()
     finally:
-        await redis.aclose()
+        await store.close()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import grpc
 
 from services.common import validation
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument
 from services.common.pagination import PageTokens
-from services.fanout.queue import DeliveryState
+from services.common.store.records import DeliveryState
 from services.fanout.service import Fanout
 from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
 
-_STATES: dict[str, int] = {
+_STATES: dict[DeliveryState | None, int] = {
     DeliveryState.QUEUED: fanout_pb2.DELIVERY_STATE_QUEUED,
     DeliveryState.DELIVERING: fanout_pb2.DELIVERY_STATE_DELIVERING,
     DeliveryState.DELIVERED: fanout_pb2.DELIVERY_STATE_DELIVERED,
@@ -79,18 +79,18 @@ class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
         if not request.HasField("post"):
             raise InvalidArgument("post", "is required")
         post = request.post
-        validation.post_id(post.post_id, "post.post_id")
+        post_id = validation.post_id(post.post_id, "post.post_id")
         author = validation.user_id(post.author_id, "post.author_id")
         created_ms = post.create_time.ToMilliseconds() if post.HasField("create_time") else 0
-        await self._fanout.publish(post.post_id, author, created_ms)
+        await self._fanout.publish(post_id, author, created_ms)
         return fanout_pb2.PublishPostResponse()
 
     async def RetractPost(
         self, request: fanout_pb2.RetractPostRequest, context: grpc.aio.ServicerContext
     ) -> fanout_pb2.RetractPostResponse:
-        validation.post_id(request.post_id)
+        post_id = validation.post_id(request.post_id)
         author = validation.user_id(request.author_id, "author_id")
-        await self._fanout.retract(request.post_id, author)
+        await self._fanout.retract(post_id, author)
         return fanout_pb2.RetractPostResponse()
 
     async def GetFanoutStats(
@@ -114,16 +114,13 @@ class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
     async def GetDelivery(
         self, request: fanout_pb2.GetDeliveryRequest, context: grpc.aio.ServicerContext
     ) -> fanout_pb2.GetDeliveryResponse:
-        validation.post_id(request.post_id)
-        record = await self._fanout.queue.delivery(request.post_id)
-        if not record:
-            raise NotFound(f"post_id: no delivery record for {request.post_id}")
+        record = await self._fanout.delivery(validation.post_id(request.post_id))
         return fanout_pb2.GetDeliveryResponse(
             post_id=request.post_id,
-            delivery_mode=int(record.get("mode", 0)),
-            state=_STATES.get(record.get("state", ""), fanout_pb2.DELIVERY_STATE_UNSPECIFIED),
-            followers_targeted=int(record.get("targeted", 0)),
-            inbox_writes=int(record.get("writes", 0)),
-            lag_ms=int(record.get("lag_ms", 0)),
-            trace_id=record.get("trace_id", ""),
+            delivery_mode=record.mode,
+            state=_STATES.get(record.state, fanout_pb2.DELIVERY_STATE_UNSPECIFIED),
+            followers_targeted=record.targeted,
+            inbox_writes=record.writes,
+            lag_ms=record.lag_ms,
+            trace_id=record.trace_id,
         )

@@ -1,156 +1,96 @@
-"""The fan-out worker: takes batches from the stream, writes inboxes, and acknowledges each
-batch only when its writes are done.
+"""The fan-out job handler: one stream entry (a chain's first entry or one batch of
+followers), its inbox writes, and its acknowledgement.
 
-A worker runs FANLINE_WORKER_CONCURRENCY consume loops. A full batch queues its successor before
-writing (see queue.py), so while one loop's script runs in the store another loop is already
-preparing the next batch: the store, not the worker, sets the pace. A crash leaves the entries
-in hand pending; another worker reclaims them with XAUTOCLAIM and redoes them (ZADD of an
-existing member is a no-op, and counting happens only at acknowledgement).
+A batch is acknowledged only when its writes are done. A full bucket queues its successor
+before writing (see queue.py), so while one loop's scripts run in the store another loop is
+already preparing the next batch: the store, not the worker, sets the pace. A crash leaves the
+entries in hand pending; another worker reclaims them and redoes them (ZADD of an existing
+member is a no-op, and counting happens only at acknowledgement).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
-
-from services.common import keys, metrics, telemetry
+from services.common import metrics, telemetry
 from services.common.config import Settings
+from services.common.store import Store
+from services.common.store.graph import FanoutStart
+from services.common.store.queue import Acked, Entry, now_ms
+from services.common.store.records import (
+    Counter,
+    DeliveryState,
+    DeliveryUpdate,
+    Event,
+    EventKind,
+    Job,
+    JobKind,
+)
 from services.fanout import policy
-from services.fanout.graph import AuthorModes, FollowGraph
-from services.fanout.inbox import InboxWriter
+from services.fanout.graph import AuthorModes
 from services.fanout.policy import Mode
-from services.fanout.queue import Acked, DeliveryState, FanoutQueue, Job, JobKind, now_ms
-
-log = logging.getLogger(__name__)
-
-READ_BLOCK_MS = 500  # also bounds how long a stop request waits for an idle worker
-QUEUE_STATS_EVERY_S = 2.0  # how often a worker reads queue depth/pending for the gauges
+from services.fanout.queue import Ack, FanoutQueue
 
 
 @dataclass
 class BatchOutcome:
     written: int = 0
     skipped: int = 0
-    next_cursor: str | None = None  # None = no batch after this one
+    last: bool = True  # no batch of this chain was queued after this one
     mode: str = ""
-    delivery_fields: dict[str, str | int] | None = None
-    counters: dict[str, int] | None = None
+    update: DeliveryUpdate = field(default_factory=DeliveryUpdate)
+    counters: dict[Counter, int] = field(default_factory=dict)
     acked: Acked | None = None
 
 
 class Worker:
-    def __init__(
-        self,
-        redis: Redis,
-        settings: Settings,
-        graph: FollowGraph,
-        modes: AuthorModes,
-        inboxes: InboxWriter,
-        queue: FanoutQueue,
-        name: str | None = None,
-    ) -> None:
-        self._redis = redis
+    def __init__(self, store: Store, settings: Settings, modes: AuthorModes,
+                 queue: FanoutQueue) -> None:
+        self._store = store
         self._settings = settings
-        self._graph = graph
         self._modes = modes
-        self._inboxes = inboxes
         self._queue = queue
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self._last_claim = 0.0
-        self._last_stats = 0.0
+        self._batch = settings.fanout_batch_size
+        self._cap = settings.inbox_max
         self.batches_done = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await self._queue.ensure_group()
-        loops = self._settings.worker_concurrency
-        log.info("worker %s consuming %s with %d loops", self.name, keys.fanout_stream(), loops)
-        await asyncio.gather(*(self._consume(stop) for _ in range(loops)))
-
-    async def _consume(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self._observe_queue()
-                await self.step()
-            except Exception:
-                log.exception("fan-out step failed; the entry stays pending and is retried")
-                await asyncio.sleep(0.5)
-
-    async def _observe_queue(self) -> None:
-        """Refresh the queue gauges (their callbacks are sync, so they read what we stored)."""
-        if not metrics.enabled() or time.monotonic() - self._last_stats < QUEUE_STATS_EVERY_S:
-            return
-        self._last_stats = time.monotonic()
-        stats = await self._queue.stats()
-        metrics.queue_observed(stats.depth, stats.pending, stats.reclaimed)
-
-    async def step(self, block_ms: int = READ_BLOCK_MS) -> int:
-        """Reclaim stale entries if due, then read and process at most one new entry."""
-        handled = 0
-        if time.monotonic() - self._last_claim >= self._settings.claim_idle_ms / 4000:
-            self._last_claim = time.monotonic()
-            handled += await self._reclaim()
-        reply = await self._redis.xreadgroup(
-            keys.FANOUT_GROUP, self.name, {keys.fanout_stream(): ">"}, count=1, block=block_ms
-        )
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                await self.process(entry_id, Job.from_fields(fields))
-                handled += 1
-        return handled
-
-    async def _reclaim(self) -> int:
-        _next, entries, *_ = await self._redis.xautoclaim(
-            keys.fanout_stream(),
-            keys.FANOUT_GROUP,
-            self.name,
-            min_idle_time=self._settings.claim_idle_ms,
-            start_id="0-0",
-            count=10,
-        )
-        live = [(entry_id, fields) for entry_id, fields in entries if fields]
-        if live:
-            log.warning("reclaimed %d fan-out entries from stopped workers", len(live))
-            await self._redis.hincrby(keys.fanout_stats(), "reclaimed", len(live))
-        for entry_id, fields in live:
-            await self.process(entry_id, Job.from_fields(fields))
-        return len(live)
-
-    async def process(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
+    async def __call__(self, entry: Entry, ack: Ack) -> BatchOutcome:
         """One stream entry, traced as a new trace linked to the publishing request."""
-        message_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        job = entry.job
         with telemetry.consumer_span("fanout.process", job.trace, {
             "messaging.system": "redis",
-            "messaging.destination.name": keys.fanout_stream(),
+            "messaging.destination.name": self._store.queue.stream_name(entry.partition),
             "messaging.operation": "process",
             "messaging.operation.type": "process",
-            "messaging.message.id": message_id,
-            "messaging.consumer.group.name": keys.FANOUT_GROUP,
+            "messaging.message.id": entry.entry_id,
+            "messaging.consumer.group.name": "fanout-workers",
             "fanline.job.kind": job.kind.value,
-            "fanline.post_id": job.post_id,
+            "fanline.post_id": str(job.post_id) if job.post_id else "",
             "fanline.author_id": job.author_id,
+            "fanline.batch.buckets": f"{job.buckets[0]}-{job.buckets[1]}" if job.buckets else "",
             "fanline.batch.cursor": job.cursor,
         }) as span:
-            outcome = await self._process(entry_id, job)
+            outcome = await self._process(entry)
+            outcome.acked = await self._ack(ack, job, outcome)
+            if outcome.acked.chain_done and job.kind is JobKind.BACKFILL:
+                # Every follower inbox now holds the author's posts: stop merging their list.
+                await self._modes.finish_demotion(job.author_id)
+            self.batches_done += 1
             acked = outcome.acked
-            done = bool(acked and acked.chain_done)
-            delivery = outcome.delivery_fields or {}
-            state = DeliveryState.DELIVERED if done and delivery.get("state") is None \
-                else delivery.get("state", "")
+            done = acked.chain_done
+            state = outcome.update.state or (DeliveryState.DELIVERED if done else "")
             span.set_attributes({
                 "fanline.delivery.mode": outcome.mode,
-                # Includes the author's own inbox on a post's first batch.
+                # Includes the author's own inbox on a post's first entry.
                 "fanline.inbox.writes": outcome.written,
-                "fanline.batch.last": outcome.next_cursor is None,
+                "fanline.batch.last": outcome.last,
                 "fanline.chain.done": done,
                 "fanline.delivery.state": str(state),
             })
-            if done and acked and job.kind is JobKind.POST:
+            if done and job.kind is JobKind.POST:
                 span.set_attribute("fanline.fanout.lag_ms", acked.lag_ms)
         self._record_metrics(job, outcome)
         return outcome
@@ -160,122 +100,139 @@ class Worker:
         if job.kind is JobKind.RETRACT or not acked or not acked.counted:
             return
         metrics.inbox_writes(outcome.written, job.kind.value)
-        counters = outcome.counters or {}
-        if "posts_push" in counters or "posts_pull" in counters:
+        if Counter.POSTS_PUSH in outcome.counters or Counter.POSTS_PULL in outcome.counters:
             metrics.post_published(outcome.mode)
-        failed = (outcome.delivery_fields or {}).get("state") == DeliveryState.FAILED
+        failed = outcome.update.state is DeliveryState.FAILED
         if job.kind is JobKind.POST and acked.chain_done and not failed:
             metrics.post_delivered(job.mode or outcome.mode, acked.total_writes, acked.lag_ms)
 
-    async def _process(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
-        if job.kind is JobKind.POST:
-            outcome = await self._post_batch(entry_id, job)
-        elif job.kind is JobKind.RETRACT:
-            outcome = await self._retract_batch(entry_id, job)
+    async def _process(self, entry: Entry) -> BatchOutcome:
+        if entry.job.kind is JobKind.POST:
+            outcome = await self._post(entry)
+        elif entry.job.kind is JobKind.RETRACT:
+            outcome = await self._retract(entry)
         else:
-            outcome = await self._backfill_batch(entry_id, job)
+            outcome = await self._backfill(entry)
         if self._settings.fanout_batch_pause_ms:
             # Throttle before acknowledging: the entry stays pending meanwhile, so a worker
             # stopped during the pause leaves the batch to be reclaimed and redone.
             await asyncio.sleep(self._settings.fanout_batch_pause_ms / 1000)
-        outcome.acked = await self._ack(entry_id, job, outcome)
-        if outcome.acked.chain_done and job.kind is JobKind.BACKFILL:
-            # Every follower inbox now holds the author's posts: stop merging their list.
-            await self._modes.finish_demotion(job.author_id)
-        self.batches_done += 1
         return outcome
+
+    async def _ack(self, ack: Ack, job: Job, outcome: BatchOutcome) -> Acked:
+        """Acknowledge and count the batch in one server-side step; ends the chain if last."""
+        counters = dict(outcome.counters)
+        if job.kind is not JobKind.RETRACT:
+            counters[Counter.INBOX_WRITES] = outcome.written
+            counters[Counter.SKIPPED_INACTIVE] = outcome.skipped
+        return await ack(outcome.written if job.kind is JobKind.POST else 0, counters,
+                         outcome.update)
 
     def _active_since(self) -> int:
         return policy.active_since(time.time(), self._settings.active_days)
 
-    async def _next_followers(self, entry_id: bytes | str, job: Job, mode: str,
-                              outcome: BatchOutcome) -> list[str]:
-        """This batch's followers; when the batch is full, its successor is queued at once so
-        another loop (or worker) can start on it while this one writes."""
-        followers = await self._graph.followers_after(
-            job.author_id, job.cursor, self._settings.fanout_batch_size
-        )
-        if len(followers) == self._settings.fanout_batch_size:
-            outcome.next_cursor = followers[-1]
-            await self._queue.continue_chain(entry_id, job.next_batch(followers[-1], mode))
-        return followers
+    # -- which followers a batch covers ------------------------------------------------------
 
-    async def _post_batch(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
-        post_id = int(job.post_id)
-        outcome = BatchOutcome(mode=job.mode, counters={})
-        first = not job.mode
-        if not await self._redis.exists(keys.post(job.post_id)):
+    async def _followers(self, entry: Entry, mode: str, outcome: BatchOutcome,
+                         start: FanoutStart | None = None) -> Mapping[int, Sequence[str]]:
+        """This entry's followers, by bucket.
+
+        A first entry covers a small author's whole list, and for a big one queues the first
+        range of buckets. A range entry queues the next range, then covers its own buckets,
+        queueing a successor for each bucket that has more followers than a batch. So a big
+        fan-out has only a couple of entries queued at a time and other posts keep their turn,
+        and each successor is queued before any write, so another loop can start on it at
+        once."""
+        job = entry.job
+        buckets = self._store.layout.buckets
+        if job.first:
+            start = start or await self._store.graph.fanout_start(job.author_id, self._batch)
+            if policy.fits_one_batch(start.follower_count, self._batch):
+                return self._store.inboxes.group(start.first_followers)
+            first_range = policy.bucket_ranges(start.follower_count, buckets, self._batch)[0]
+            outcome.last = False
+            await self._store.queue.continue_chain(entry, [job.batch(first_range, "", mode)])
+            return {}
+        assert job.buckets is not None
+        lo, hi = job.buckets
+        more: list[Job] = []
+        if not job.cursor and hi < buckets:  # a range's own entry (not a bucket's successor)
+            more.append(job.batch((hi, min(buckets, 2 * hi - lo)), "", mode))
+        groups = await self._store.graph.local_followers(job.author_id, range(lo, hi), job.cursor,
+                                                         self._batch)
+        more += [job.batch((b, b + 1), followers[-1], mode)
+                 for b, followers in groups.items() if len(followers) == self._batch]
+        if more:
+            outcome.last = False
+            await self._store.queue.continue_chain(entry, more)
+        return groups
+
+    # -- the three kinds of job --------------------------------------------------------------
+
+    async def _post(self, entry: Entry) -> BatchOutcome:
+        job = entry.job
+        outcome = BatchOutcome(mode=job.mode)
+        if not await self._store.posts.exists(job.post_id):
             # Deleted before (or during) its fan-out: stop here; the retraction cleans up.
-            outcome.delivery_fields = {"state": DeliveryState.FAILED, "reason": "post deleted"}
+            outcome.update = DeliveryUpdate(state=DeliveryState.FAILED, reason="post deleted")
             return outcome
-        if first:
-            follower_count = await self._redis.zcard(keys.followers(job.author_id))
-            mode, demoted = await self._modes.reconcile(job.author_id, int(follower_count))
+        start = None
+        if job.first:
+            start = await self._store.graph.fanout_start(job.author_id, self._batch)
+            mode, demoted = await self._modes.reconcile(job.author_id, start.follower_count,
+                                                        start.pull)
             if demoted:
-                await self.enqueue_backfill(job.author_id, job.trace)
+                await self._queue.backfill(job.author_id, job.trace)
             outcome.mode = mode.name.lower()
-            delivery: dict[str, str | int] = {
-                "mode": int(mode),
-                "targeted": int(follower_count),
-                "started_ms": now_ms(),
-            }
-            outcome.delivery_fields = delivery
             if mode is Mode.PULL:
-                outcome.counters = {"posts_pull": 1}
+                outcome.update = DeliveryUpdate(mode=int(mode), targeted=start.follower_count,
+                                                started_ms=now_ms())
+                outcome.counters = {Counter.POSTS_PULL: 1}
                 # Let timelines drop their cached copy of this author's list at once.
-                await self._redis.publish(keys.events_channel(), f"posted {job.author_id}")
+                await self._store.publish(Event(EventKind.POSTED, job.author_id))
                 return outcome
-            outcome.counters = {"posts_push": 1}
-            delivery["state"] = DeliveryState.DELIVERING
-            await self._inboxes.push_own(post_id, job.author_id)
+            outcome.update = DeliveryUpdate(mode=int(mode), targeted=start.follower_count,
+                                            started_ms=now_ms(), state=DeliveryState.DELIVERING)
+            outcome.counters = {Counter.POSTS_PUSH: 1}
+            # An author always sees their own posts, whether or not they read recently.
+            await self._store.inboxes.merge(
+                None, [job.post_id], self._store.inboxes.group([job.author_id]), self._cap, 0)
             outcome.written += 1  # the author's own inbox, counted like PUSH's followers
         with telemetry.span("fanout.batch") as batch:
-            followers = await self._next_followers(entry_id, job, outcome.mode, outcome)
-            written, skipped = await self._inboxes.push(
-                post_id, job.author_id, followers, self._active_since()
-            )
+            groups = await self._followers(entry, outcome.mode, outcome, start)
+            written, skipped = await self._store.inboxes.push(
+                job.post_id, job.author_id, groups, self._cap, self._active_since())
             # Followers only: the author's own inbox write is on the parent span's total.
-            batch.set_attributes({"fanline.batch.size": len(followers),
+            batch.set_attributes({"fanline.batch.size": sum(len(g) for g in groups.values()),
+                                  "fanline.batch.calls": len(groups),
                                   "fanline.inbox.writes": written,
                                   "fanline.inbox.skipped_inactive": skipped})
         outcome.written += written
         outcome.skipped += skipped
         return outcome
 
-    async def _retract_batch(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
+    async def _retract(self, entry: Entry) -> BatchOutcome:
+        job = entry.job
         outcome = BatchOutcome(mode="retract")
-        if not job.cursor:
-            await self._inboxes.remove([job.post_id], [job.author_id])
+        if job.first:
+            await self._store.inboxes.remove([job.post_id], [job.author_id])
         with telemetry.span("fanout.batch") as batch:
-            followers = await self._next_followers(entry_id, job, outcome.mode, outcome)
-            removed = await self._inboxes.remove([job.post_id], followers)
-            batch.set_attributes({"fanline.batch.size": len(followers),
+            groups = await self._followers(entry, outcome.mode, outcome)
+            removed = await self._store.inboxes.remove(
+                [job.post_id], [f for followers in groups.values() for f in followers])
+            batch.set_attributes({"fanline.batch.size": sum(len(g) for g in groups.values()),
                                   "fanline.inbox.removals": removed})
         return outcome
 
-    async def _backfill_batch(self, entry_id: bytes | str, job: Job) -> BatchOutcome:
+    async def _backfill(self, entry: Entry) -> BatchOutcome:
+        job = entry.job
         outcome = BatchOutcome(mode="backfill")
-        recent = await self._inboxes.author_recent_ids(job.author_id, self._inboxes.cap)
+        recent = await self._store.posts.author_ids(job.author_id, None, self._cap)
         with telemetry.span("fanout.batch") as batch:
-            followers = await self._next_followers(entry_id, job, outcome.mode, outcome)
-            outcome.written, outcome.skipped = await self._inboxes.merge(
-                job.author_id, recent, followers, self._active_since()
-            )
-            batch.set_attributes({"fanline.batch.size": len(followers),
+            groups = await self._followers(entry, outcome.mode, outcome)
+            outcome.written, outcome.skipped = await self._store.inboxes.merge(
+                job.author_id, recent, groups, self._cap, self._active_since())
+            batch.set_attributes({"fanline.batch.size": sum(len(g) for g in groups.values()),
                                   "fanline.inbox.writes": outcome.written,
                                   "fanline.inbox.skipped_inactive": outcome.skipped})
         return outcome
-
-    async def enqueue_backfill(self, author_id: str, trace: dict[str, str]) -> None:
-        await self._queue.enqueue_unbounded(Job.backfill(author_id, trace))
-
-    async def _ack(self, entry_id: bytes | str, job: Job, outcome: BatchOutcome) -> Acked:
-        """Acknowledge and count the batch in one server-side step; ends the chain if last."""
-        counters = dict(outcome.counters or {})
-        if job.kind is not JobKind.RETRACT:
-            counters["inbox_writes"] = outcome.written
-            counters["skipped_inactive"] = outcome.skipped
-        return await self._queue.ack(
-            entry_id, job, outcome.written if job.kind is JobKind.POST else 0, counters,
-            outcome.delivery_fields or {},
-        )

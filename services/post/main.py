@@ -7,22 +7,20 @@ import asyncio
 from services.common import clients
 from services.common.config import Settings
 from services.common.pagination import PageTokens
-from services.common.redis import connect, preload_scripts
 from services.common.server import for_service
+from services.common.store import open_store
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.post.outbox import Outbox
+from services.post.posts import Posts, now_ms
 from services.post.servicer import PostServicer
-from services.post.store import PostStore, now_ms
 
 
 async def run(settings: Settings) -> None:
-    redis = connect(settings.redis_url)
+    store = await open_store(settings)
     fanout_channel = clients.channel(settings.fanout_addr)
-    outbox = Outbox(redis, clients.fanout_stub(fanout_channel), settings.outbox_retry_ms)
-    servicer = PostServicer(
-        PostStore(redis), outbox, PageTokens(settings.page_token_secret), settings.outbox_retry_ms
-    )
-    await preload_scripts(redis)
+    outbox = Outbox(store, clients.fanout_stub(fanout_channel), settings.outbox_retry_ms)
+    servicer = PostServicer(Posts(store, outbox, settings.outbox_retry_ms),
+                            PageTokens(settings.page_token_secret))
     server = for_service(
         settings,
         settings.post_addr,
@@ -41,4 +39,4 @@ async def run(settings: Settings) -> None:
         await server.run_until_signalled()
     finally:
         await fanout_channel.close()
-        await redis.aclose()
+        await store.close()

@@ -5,17 +5,17 @@ from __future__ import annotations
 from services.common import clients
 from services.common.config import Settings
 from services.common.pagination import PageTokens
-from services.common.redis import connect
 from services.common.server import for_service
+from services.common.store import open_store
 from services.gen.feed.v1 import timeline_pb2, timeline_pb2_grpc
 from services.timeline.reader import TimelineReader
 from services.timeline.servicer import TimelineServicer
 
 
 async def run(settings: Settings) -> None:
-    redis = connect(settings.redis_url)
+    store = await open_store(settings)
     post_channel = clients.channel(settings.post_addr)
-    reader = TimelineReader(redis, clients.post_stub(post_channel), settings)
+    reader = TimelineReader(store, clients.post_stub(post_channel), settings)
     await reader.start()
     servicer = TimelineServicer(reader, PageTokens(settings.page_token_secret))
     server = for_service(
@@ -29,4 +29,4 @@ async def run(settings: Settings) -> None:
         await server.run_until_signalled()
     finally:
         await post_channel.close()
-        await redis.aclose()
+        await store.close()

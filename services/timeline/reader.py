@@ -9,11 +9,12 @@ import time
 from dataclasses import dataclass
 
 import grpc
-from redis.asyncio import Redis
 
-from services.common import keys, metrics, telemetry
+from services.common import metrics, telemetry
 from services.common.config import Settings
 from services.common.errors import Unavailable
+from services.common.store import Store
+from services.common.store.records import Event, EventKind
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.timeline import merge
 from services.timeline.cursor import Cursor, Regime
@@ -35,15 +36,15 @@ class TimelinePage:
 
 
 class TimelineReader:
-    def __init__(self, redis: Redis, posts: post_pb2_grpc.PostServiceStub,
+    def __init__(self, store: Store, posts: post_pb2_grpc.PostServiceStub,
                  settings: Settings) -> None:
-        self._redis = redis
+        self._store = store
         self._settings = settings
         self._budget_s = settings.timeline_budget_ms / 1000
-        self.sources = Sources(redis, settings.pull_cache_ttl_ms / 1000)
+        self.sources = Sources(store, settings.pull_cache_ttl_ms / 1000)
         self.hydrator = Hydrator(posts, settings.body_cache_size, settings.body_cache_ttl_s)
         self.rebuilder = InboxRebuilder(
-            redis, settings.inbox_max, settings.rebuild_posts_per_author,
+            store, settings.inbox_max, settings.rebuild_posts_per_author,
             settings.rebuild_max_following,
         )
         self._background: set[asyncio.Task[object]] = set()
@@ -71,33 +72,22 @@ class TimelineReader:
     async def _follow_events(self) -> None:
         """Drop cached state the moment it goes stale (deletes, new pulled posts, mode
         changes); the TTLs only bound staleness if a message is missed."""
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.events_channel())
-                    # Anything may have changed while we were not listening.
-                    await self.sources.forget_modes()
-                    await self.sources.pulled_cache.clear()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            await self._apply_event(message["data"].decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("event subscription lost (%s); resubscribing", exc)
-                await asyncio.sleep(0.5)
+        async for event in self._store.events():
+            if event is None:  # (re)subscribed: anything may have changed meanwhile
+                await self.sources.forget_modes()
+                await self.sources.pulled_cache.clear()
+            else:
+                await self._apply_event(event)
 
-    async def _apply_event(self, event: str) -> None:
-        kind, _, rest = event.partition(" ")
-        if kind == "deleted":
-            post_id, _, author_id = rest.partition(" ")
-            await self.hydrator.forget(post_id)
-            await self.sources.forget_author(author_id)
-        elif kind == "posted":
-            await self.sources.forget_author(rest)
-        elif kind == "mode":
+    async def _apply_event(self, event: Event) -> None:
+        if event.kind is EventKind.DELETED:
+            await self.hydrator.forget(str(event.post_id))
+            await self.sources.forget_author(event.author_id)
+        elif event.kind is EventKind.POSTED:
+            await self.sources.forget_author(event.author_id)
+        elif event.kind is EventKind.MODE:
             await self.sources.forget_modes()
-            await self.sources.forget_author(rest)
+            await self.sources.forget_author(event.author_id)
 
     # -- the read ----------------------------------------------------------------------------
 
@@ -122,7 +112,7 @@ class TimelineReader:
             if not done:
                 regime = Regime.ARCHIVE
         elif seen < now - SEEN_REFRESH_S:
-            self._spawn(self._redis.set(keys.last_seen(user_id), int(now)))
+            self._spawn(self._store.inboxes.touch([user_id], int(now)))
 
         partial = False
         if regime is Regime.INBOX:
@@ -155,7 +145,7 @@ class TimelineReader:
         else:
             gone = [pid for pid, src in page.entries if pid not in bodies and src is Source.INBOX]
             if gone:  # deleted posts: tidy the inbox so later reads do not fetch them again
-                self._spawn(self._redis.zrem(keys.inbox(user_id), *(str(g) for g in gone)))
+                self._spawn(self._store.inboxes.tidy(user_id, gone))
         entries = [(bodies[pid], src) for pid, src in page.entries if pid in bodies]
         path = "archive" if regime is Regime.ARCHIVE else "merged" if pulled_authors else "inbox_only"
         telemetry.current_span().set_attributes({

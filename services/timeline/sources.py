@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
-from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
-from services.common import keys, metrics, telemetry
+from services.common import metrics, telemetry
 from services.common.cache import BoundedMemoryCache, get_or_load
 from services.common.config import PAGE_SIZE_MAX
+from services.common.store import Store
+from services.common.store.records import Counter
 
 # How many of a pulled author's newest ids one cache entry holds: enough for the first pages
 # of every reader; deeper pages read the store directly.
@@ -24,17 +23,9 @@ PULLED_CACHE_KEYS = 10_000
 MERGED_LOOKUP_MAX = 256
 
 
-def _ids(raw: Sequence[bytes]) -> list[int]:
-    return [int(x) for x in raw]
-
-
-def _upper(before_id: int | None) -> str:
-    return f"({before_id}" if before_id is not None else "+inf"
-
-
 class Sources:
-    def __init__(self, redis: Redis, pull_ttl_s: float) -> None:
-        self._redis = redis
+    def __init__(self, store: Store, pull_ttl_s: float) -> None:
+        self._store = store
         self.pulled_cache = BoundedMemoryCache(PULLED_CACHE_KEYS, ttl=pull_ttl_s, namespace="pl:")
         self.merged_cache = BoundedMemoryCache(4, ttl=pull_ttl_s, namespace="ma:")
         self.pulled_hits = 0
@@ -42,11 +33,7 @@ class Sources:
 
     async def merged_authors(self) -> frozenset[str]:
         """Authors whose lists timelines merge (PULL, or demoted and still backfilling)."""
-
-        async def load() -> frozenset[str]:
-            return frozenset(m.decode() for m in await self._redis.smembers(keys.merged_authors()))
-
-        value, _ = await get_or_load(self.merged_cache, "all", load)
+        value, _ = await get_or_load(self.merged_cache, "all", self._store.graph.merged_authors)
         return value
 
     async def reader_state(
@@ -60,38 +47,21 @@ class Sources:
         by how many PULL authors the whole system has."""
         candidates = sorted(merged - {user_id})
         by_membership = len(candidates) <= MERGED_LOOKUP_MAX
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.last_seen(user_id))
-            if candidates and by_membership:
-                pipe.zmscore(keys.following(user_id), candidates)
-            elif candidates:
-                pipe.zrange(keys.following(user_id), 0, max_following - 1)
-            results = await pipe.execute()
-        seen = int(results[0]) if results[0] is not None else None
-        followed: list[str] = []
-        if candidates and by_membership:
-            followed = [a for a, s in zip(candidates, results[1], strict=True) if s is not None]
-        elif candidates:
-            followed = sorted(m for m in (f.decode() for f in results[1]) if m in merged)
+        state = await self._store.inboxes.reader_state(
+            user_id, candidates if by_membership else None, max_following)
+        followed = state.followed
+        if state.following is not None:
+            followed = sorted(m for m in state.following if m in merged)
         if user_id in merged:
             followed.append(user_id)
-        return seen, followed
+        return state.seen, followed
 
     async def inbox(self, user_id: str, before_id: int | None, limit: int) -> list[int]:
-        return _ids(
-            await self._redis.zrevrangebyscore(
-                keys.inbox(user_id), _upper(before_id), "-inf", start=0, num=limit
-            )
-        )
+        return await self._store.inboxes.read(user_id, before_id, limit)
 
     async def author_list(self, author_id: str, before_id: int | None, limit: int) -> list[int]:
         """Straight from the store: an author's ids below `before_id`, newest first."""
-        return _ids(
-            await self._redis.zrevrangebyscore(
-                keys.author_posts(author_id), _upper(before_id), "-inf", start=0, num=limit
-            )
-        )
-
+        return await self._store.posts.author_ids(author_id, before_id, limit)
     async def pulled(self, author_id: str, before_id: int | None, limit: int) -> list[int]:
         """A pulled author's ids below `before_id`: from the cache when it covers the range."""
 
@@ -122,17 +92,12 @@ class Sources:
 
         Merged (PULL) authors' lists come through the shared cache like in the inbox regime,
         so readers of a celebrity do not each hit the store for it; the others are read in
-        one pipelined round trip."""
-        following = await self._redis.zrange(keys.following(user_id), 0, max_following - 1)
-        authors = [user_id, *(f.decode() for f in following)]
+        one pipeline (a round trip per node)."""
+        following = await self._store.graph.following(user_id, max_following)
+        authors = [user_id, *following]
         pulled = [a for a in authors if a in merged]
         direct = [a for a in authors if a not in merged]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for author in direct:
-                pipe.zrevrangebyscore(
-                    keys.author_posts(author), _upper(before_id), "-inf", start=0, num=limit
-                )
-            lists = [_ids(r) for r in await pipe.execute()] if direct else []
+        lists = await self._store.posts.authors_ids(direct, before_id, limit)
         lists += await asyncio.gather(*(
             telemetry.traced("timeline.pulled", {"fanline.author_id": a}, self.pulled, a, before_id,
                              limit)
@@ -150,9 +115,9 @@ class Sources:
 class InboxRebuilder:
     """Rebuilds the inbox of a reader who was inactive (so fan-out skipped them)."""
 
-    def __init__(self, redis: Redis, inbox_max: int, posts_per_author: int,
+    def __init__(self, store: Store, inbox_max: int, posts_per_author: int,
                  max_following: int) -> None:
-        self._redis = redis
+        self._store = store
         self._cap = inbox_max
         self._per_author = posts_per_author
         self._max_following = max_following
@@ -162,26 +127,17 @@ class InboxRebuilder:
 
         Marks the reader active first, so posts fanned out from now on are pushed to them;
         what was posted before is read from the followed authors' lists. Bounded work: at
-        most `max_following` authors x `posts_per_author` ids, one pipelined round trip.
+        most `max_following` authors x `posts_per_author` ids, one pipeline.
         """
-        await self._redis.set(keys.last_seen(user_id), int(time.time()))
-        following = await self._redis.zrange(keys.following(user_id), 0, self._max_following - 1)
-        authors = [user_id, *(a for a in (f.decode() for f in following) if a not in merged)]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for author in authors:
-                pipe.zrevrange(keys.author_posts(author), 0, self._per_author - 1)
-            lists = [_ids(r) for r in await pipe.execute()]
+        await self._store.inboxes.touch([user_id], int(time.time()))
+        following = await self._store.graph.following(user_id, self._max_following)
+        authors = [user_id, *(a for a in following if a not in merged)]
+        lists = await self._store.posts.authors_ids(authors, None, self._per_author)
         # An author cut off at posts_per_author may have older posts we did not read: keep only
         # what is complete (ids at or above the highest cut-off), so the inbox holds every
         # pushed post above its floor and older pages continue from the authors' lists.
         floor = max((ids[-1] for ids in lists if len(ids) == self._per_author), default=0)
         chosen = sorted({i for ids in lists for i in ids if i >= floor}, reverse=True)[: self._cap]
-        async with self._redis.pipeline(transaction=True) as pipe:
-            if floor:
-                pipe.zremrangebyscore(keys.inbox(user_id), "-inf", f"({floor}")
-            if chosen:
-                pipe.zadd(keys.inbox(user_id), {str(i): i for i in chosen})
-            pipe.zremrangebyrank(keys.inbox(user_id), 0, -(self._cap + 1))
-            pipe.hincrby(keys.fanout_stats(), "inbox_rebuilds", 1)
-            await pipe.execute()
+        await self._store.inboxes.rebuild(user_id, floor, chosen, self._cap)
+        await self._store.queue.count_for_user(user_id, Counter.INBOX_REBUILDS, 1)
         return len(chosen)

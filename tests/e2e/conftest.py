@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from services.launcher import Suite
+from tests.conftest import suite_kwargs
 from tests.e2e.helpers import Clients
 
 # A low threshold so a handful of follows makes a celebrity.
@@ -13,10 +14,12 @@ THRESHOLD = 5
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+def suite(tmp_path_factory: pytest.TempPathFactory, suite_store_mode: str) -> Iterator[Suite]:
+    """The module's suite, on a single node or on a 3-master cluster (each module runs in
+    both)."""
     logs = tmp_path_factory.mktemp("suite-logs")
     with Suite(workers=1, extra_env={"FANLINE_CELEBRITY_THRESHOLD": str(THRESHOLD)},
-               log_dir=str(logs)) as running:
+               log_dir=str(logs), **suite_kwargs(suite_store_mode)) as running:
         yield running
 
 

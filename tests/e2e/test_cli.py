@@ -7,17 +7,22 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from services.common.embedded import free_port
 from services.launcher import healthy
 from tests.conftest import wait_for
 
 
-def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm() -> None:
+@pytest.mark.parametrize(("flags", "store"), [((), "(embedded)"),
+                                             (("--cluster", "3"), "(embedded cluster: 3 masters)")])
+def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm(flags: tuple[str, ...],
+                                                                   store: str) -> None:
     addrs = {name: f"127.0.0.1:{free_port()}" for name in ("POST", "FANOUT", "TIMELINE", "WORKER")}
     env = {**os.environ, **{f"FANLINE_{k}_ADDR": v for k, v in addrs.items()},
            "FANLINE_LOG_LEVEL": "WARNING"}
     env.pop("FANLINE_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", *flags], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for addr in addrs.values():
@@ -28,7 +33,7 @@ def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "(embedded)" in out and addrs["TIMELINE"] in out and "stopped" in out
+    assert store in out and addrs["TIMELINE"] in out and "stopped" in out
     assert not any(healthy(a, timeout_s=0.2) for a in addrs.values())
 
 

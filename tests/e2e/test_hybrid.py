@@ -9,34 +9,28 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 
 from bench.monitor import CommandMonitor
-from services.common import keys
+from bench.storeops import StoreOps
+from services.common.config import load_settings
 from services.gen.feed.v1 import fanout_pb2
 from services.launcher import Suite
-from tests.conftest import wait_for
+from tests.conftest import suite_kwargs, wait_for
 from tests.e2e.helpers import Clients
 
 
 @pytest.fixture(scope="module")
-def hybrid_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+def hybrid_suite(tmp_path_factory: pytest.TempPathFactory, suite_store_mode: str) -> Iterator[Suite]:
     env = {"FANLINE_CELEBRITY_THRESHOLD": "5", "FANLINE_INBOX_MAX": "101",
            "FANLINE_PULL_CACHE_TTL_MS": "1000"}
-    with Suite(workers=1, extra_env=env, log_dir=str(tmp_path_factory.mktemp("logs"))) as suite:
+    with Suite(workers=1, extra_env=env, log_dir=str(tmp_path_factory.mktemp("logs")),
+               **suite_kwargs(suite_store_mode)) as suite:
         yield suite
 
 
 @pytest.fixture(scope="module")
 def api(hybrid_suite: Suite) -> Clients:
     return Clients.of(hybrid_suite)
-
-
-def activate(suite: Suite, *users: str) -> None:
-    """Mark users as recent readers directly in the store (set-up shortcut for big graphs)."""
-    client = redis.Redis.from_url(suite.redis_url)
-    client.mset({keys.last_seen(u): int(time.time()) for u in users})
-    client.close()
 
 
 def test_inactive_followers_are_skipped_and_rebuilt_on_return(api: Clients) -> None:
@@ -77,15 +71,18 @@ def test_fresh_celebrity_post_read_by_200_concurrent_readers_costs_one_store_rea
     readers = [f"hot-r{i:03d}" for i in range(200)]
     for r in readers:
         api.follow(r, star)
-    activate(hybrid_suite, *readers)
+    ops = StoreOps(hybrid_suite.env)
+    ops.activate(*readers)
     for r in readers[:3]:
         api.page(r)  # warm: the star's list and mode are cached before the new post
-    monitor = CommandMonitor(hybrid_suite.redis_url)
+    post = api.post(star, "new single out now")
+    api.wait_delivered(post.post_id)
+    star_list, body = ops.layout.author_posts(star), ops.layout.post(int(post.post_id))
+    # The star's list and the post's body live in the star's bucket: one node to watch.
+    monitor = CommandMonitor(ops.node_url(star_list))
     try:
-        post = api.post(star, "new single out now")
-        api.wait_delivered(post.post_id)
-        reads_before = monitor.count(keys.author_posts(star))
-        bodies_before = monitor.count(keys.post(post.post_id))
+        reads_before = monitor.count(star_list)
+        bodies_before = monitor.count(body)
         start = threading.Barrier(50)
 
         def read(reader: str) -> list[str]:
@@ -98,8 +95,8 @@ def test_fresh_celebrity_post_read_by_200_concurrent_readers_costs_one_store_rea
         with ThreadPoolExecutor(50) as pool:
             pages = list(pool.map(read, readers))
         assert all(page[:1] == [post.post_id] for page in pages)
-        list_reads = monitor.count(keys.author_posts(star)) - reads_before
-        body_reads = monitor.count(keys.post(post.post_id)) - bodies_before
+        list_reads = monitor.count(star_list) - reads_before
+        body_reads = monitor.count(body) - bodies_before
     finally:
         monitor.close()
     print(f"store reads for 200 concurrent readers: list={list_reads} body={body_reads}")
@@ -138,8 +135,8 @@ def test_deleted_and_unfollowed_posts_leave_nothing_behind(api: Clients, hybrid_
     for p in (pushed[0], pulled[0]):
         api.posts.DeletePost(post_pb2.DeletePostRequest(post_id=p.post_id, author_id=p.author_id))
     wait_for(lambda: len(api.timeline_ids(reader, 2)) == 4, 3, message="deletes to vanish")
-    client = redis.Redis.from_url(hybrid_suite.redis_url)
-    wait_for(lambda: client.zscore(keys.inbox(reader), pushed[0].post_id) is None, 5,
+    ops = StoreOps(hybrid_suite.env)
+    wait_for(lambda: int(pushed[0].post_id) not in ops.inbox(reader), 5,
              message="retraction from the inbox")
     # Unfollow and follow back: the backfill must not bring the deleted post back.
     api.unfollow(reader, bob)
@@ -148,7 +145,6 @@ def test_deleted_and_unfollowed_posts_leave_nothing_behind(api: Clients, hybrid_
     assert set(api.timeline_ids(reader)) == {p.post_id for p in pushed[1:] + pulled[1:]}
     api.unfollow(reader, star)
     assert set(api.timeline_ids(reader)) == {p.post_id for p in pushed[1:]}
-    client.close()
 
 
 def test_small_posts_are_not_stuck_behind_a_big_fanout(make_suite) -> None:
@@ -156,14 +152,9 @@ def test_small_posts_are_not_stuck_behind_a_big_fanout(make_suite) -> None:
                        FANLINE_FANOUT_BATCH_PAUSE_MS="10")
     api = Clients.of(suite)
     big_fans = [f"bf{i:05d}" for i in range(3000)]
-    client = redis.Redis.from_url(suite.redis_url)
-    pipe = client.pipeline(transaction=False)
-    for fan in big_fans:  # set-up shortcut: the same sorted sets Follow writes
-        pipe.zadd(keys.followers("big"), {fan: 0})
-        pipe.zadd(keys.following(fan), {"big": 0})
-    pipe.execute()
-    client.close()
-    activate(suite, *big_fans)
+    ops = StoreOps(suite.env)
+    ops.add_followers("big", big_fans)  # set-up shortcut: the writes Follow makes, in bulk
+    ops.activate(*big_fans)
     smalls = [f"small{i}" for i in range(10)]
     for s in smalls:
         api.follow(f"{s}-fan", s)
@@ -182,7 +173,11 @@ def test_small_posts_are_not_stuck_behind_a_big_fanout(make_suite) -> None:
 
 
 def test_full_queue_delays_fanout_but_drops_nothing(make_suite) -> None:
-    suite = make_suite(workers=0, FANLINE_QUEUE_MAX="2", FANLINE_OUTBOX_RETRY_MS="100")
+    # The bound is shared evenly by the queue's partitions; one author's posts go to one of
+    # them, which holds 2.
+    partitions = load_settings({}).queue_partitions
+    suite = make_suite(workers=0, FANLINE_QUEUE_MAX=str(2 * partitions),
+                       FANLINE_OUTBOX_RETRY_MS="100")
     api = Clients.of(suite)
     api.follow("qf-reader", "qf-author")
     api.page("qf-reader")

@@ -15,14 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common import keys
-from services.common.embedded import EmbeddedStore, free_port
+from bench.storeops import StoreOps
+from services.common.embedded import free_port
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.launcher import healthy
-from tests.conftest import wait_for
+from tests.conftest import StoreServer, wait_for
 from tests.e2e.helpers import Clients
 
 
@@ -99,15 +98,15 @@ def silent_listener() -> Iterator[str]:
 
 
 def test_sigterm_finishes_in_flight_calls_turns_not_serving_and_exits_in_grace(
-    store: EmbeddedStore, silent_listener: str
+    store_server: StoreServer, silent_listener: str
 ) -> None:
+    store_server.server.flushall()
     addr = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "FANLINE_REDIS_URL": store.url, "FANLINE_POST_ADDR": addr,
+    env = {**os.environ, **store_server.env(), "FANLINE_POST_ADDR": addr,
            "FANLINE_FANOUT_ADDR": silent_listener, "FANLINE_SHUTDOWN_GRACE_S": "5",
            "FANLINE_SHUTDOWN_DRAIN_S": "1", "FANLINE_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "post"], env=env)
-    store_client = redis.Redis.from_url(store.url)
-    store_client.delete(keys.author_posts("sig"))
+    ops = StoreOps(env)
     try:
         wait_for(lambda: healthy(addr), 20, message="post service up")
         channel = grpc.insecure_channel(addr)
@@ -118,8 +117,8 @@ def test_sigterm_finishes_in_flight_calls_turns_not_serving_and_exits_in_grace(
             calls = [pool.submit(posts.CreatePost, post_pb2.CreatePostRequest(
                 author_id="sig", text=f"in flight {i}"), timeout=20) for i in range(4)]
             # All four posts are stored, so each call is now waiting on its hand-off.
-            wait_for(lambda: store_client.zcard(keys.author_posts("sig")) == 4, 10,
-                     message="all calls in flight")
+            wait_for(lambda: len(ops.run(lambda s: s.posts.author_ids("sig", None, 10))) == 4,
+                     10, message="all calls in flight")
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             wait_for(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
@@ -130,7 +129,6 @@ def test_sigterm_finishes_in_flight_calls_turns_not_serving_and_exits_in_grace(
         assert time.monotonic() - started < 1 + 5 + 1  # drain + grace (+ slack)
         channel.close()
     finally:
-        store_client.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

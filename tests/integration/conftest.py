@@ -1,5 +1,6 @@
-"""An in-process stack on a real Valkey: post and fan-out gRPC servers on free ports, a
-worker driven step by step, and the timeline reader called directly."""
+"""An in-process stack on a real Valkey (one node, or a 3-master cluster): post and fan-out
+gRPC servers on free ports, a worker driven step by step, and the timeline reader called
+directly."""
 
 from __future__ import annotations
 
@@ -9,38 +10,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
-from services.common import clients, keys
+from services.common import clients
 from services.common.config import Settings
 from services.common.pagination import PageTokens
 from services.common.server import GrpcServer
+from services.common.store import Store
+from services.fanout.app import build_fanout, build_worker
+from services.fanout.queue import Consumer
 from services.fanout.service import Fanout
 from services.fanout.servicer import FanoutServicer
-from services.fanout.worker import Worker
 from services.gen.feed.v1 import fanout_pb2_grpc, post_pb2, post_pb2_grpc
 from services.post.outbox import Outbox
+from services.post.posts import Posts
 from services.post.servicer import PostServicer
-from services.post.store import PostStore
 from services.timeline.cursor import FIRST_PAGE, Cursor
 from services.timeline.reader import TimelinePage, TimelineReader
 
 
 @dataclass
 class Stack:
-    redis: Redis
+    store: Store
     settings: Settings
     fanout: Fanout
-    worker: Worker
+    worker: Consumer
     posts: post_pb2_grpc.PostServiceStub
     fanout_stub: fanout_pb2_grpc.FanoutServiceStub
     reader: TimelineReader
     extras: list[Any] = field(default_factory=list)
 
     async def drain(self, limit: int = 10_000) -> int:
-        """Run the worker until the stream is empty; returns the entries processed."""
+        """Run the worker until the queue is empty; returns the entries processed."""
         done = 0
-        while await self.redis.xlen(keys.fanout_stream()) and done < limit:
+        while (await self.store.queue.stats()).depth and done < limit:
             done += await self.worker.step(block_ms=10)
         return done
 
@@ -52,7 +54,7 @@ class Stack:
 
     async def activate(self, *users: str) -> None:
         """Mark users as recent readers, so fan-out pushes to them."""
-        await self.redis.mset({keys.last_seen(u): int(time.time()) for u in users})
+        await self.store.inboxes.touch(users, int(time.time()))
 
     async def page(self, user: str, size: int = 20, cursor: Cursor = FIRST_PAGE) -> TimelinePage:
         return await self.reader.read(user, size, cursor)
@@ -67,17 +69,19 @@ class Stack:
         return ids
 
     async def inbox(self, user: str) -> list[int]:
-        return [int(x) for x in await self.redis.zrevrange(keys.inbox(user), 0, -1)]
+        return await self.store.inboxes.all_ids(user)
 
 
 @pytest.fixture
-async def make_stack(redis: Redis, settings: Settings) -> AsyncIterator[Any]:
+async def make_stack(store: Store, settings: Settings) -> AsyncIterator[Any]:
     made: list[tuple[GrpcServer, GrpcServer, Any, Any, TimelineReader]] = []
 
     async def build(**overrides: Any) -> Stack:
         s = settings.with_overrides(**overrides)
-        fanout = Fanout(redis, s)
-        await fanout.start()
+        # Settings the store was opened with (the queue bound) follow the overrides too.
+        stack_store = Store(store.client, store.layout, s.queue_max)
+        await stack_store.queue.ensure_groups()
+        fanout = build_fanout(stack_store, s)
         tokens = PageTokens(s.page_token_secret)
         fanout_server = GrpcServer(
             "127.0.0.1:0", ["feed.v1.FanoutService"],
@@ -87,8 +91,8 @@ async def make_stack(redis: Redis, settings: Settings) -> AsyncIterator[Any]:
         )
         fanout_port = await fanout_server.start()
         fanout_channel = clients.channel(f"127.0.0.1:{fanout_port}")
-        outbox = Outbox(redis, clients.fanout_stub(fanout_channel), s.outbox_retry_ms)
-        post_servicer = PostServicer(PostStore(redis), outbox, tokens, s.outbox_retry_ms)
+        outbox = Outbox(stack_store, clients.fanout_stub(fanout_channel), s.outbox_retry_ms)
+        post_servicer = PostServicer(Posts(stack_store, outbox, s.outbox_retry_ms), tokens)
         post_server = GrpcServer(
             "127.0.0.1:0", ["feed.v1.PostService"],
             lambda srv: post_pb2_grpc.add_PostServiceServicer_to_server(post_servicer, srv),
@@ -96,11 +100,11 @@ async def make_stack(redis: Redis, settings: Settings) -> AsyncIterator[Any]:
         )
         post_port = await post_server.start()
         post_channel = clients.channel(f"127.0.0.1:{post_port}")
-        reader = TimelineReader(redis, clients.post_stub(post_channel), s)
+        reader = TimelineReader(stack_store, clients.post_stub(post_channel), s)
         await reader.start()
-        worker = Worker(redis, s, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue, "w1")
+        worker = build_worker(stack_store, s, "w1")
         made.append((fanout_server, post_server, fanout_channel, post_channel, reader))
-        return Stack(redis, s, fanout, worker, clients.post_stub(post_channel),
+        return Stack(stack_store, s, fanout, worker, clients.post_stub(post_channel),
                      clients.fanout_stub(fanout_channel), reader)
 
     yield build

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from services.common import keys
+from services.common.store.records import DeliveryState
 from services.fanout.policy import Mode
 from services.gen.feed.v1 import fanout_pb2, post_pb2
 from services.post.outbox import Outbox
@@ -51,14 +51,14 @@ async def test_big_fanout_is_batched_and_small_posts_interleave(make_stack) -> N
     while True:
         await stack.worker.step(block_ms=10)
         steps_until_small += 1
-        d = await stack.fanout.queue.delivery(small.post_id)
-        if d.get("state") == "delivered":
+        d = await stack.fanout.delivery(int(small.post_id))
+        if d.state is DeliveryState.DELIVERED:
             break
     assert steps_until_small <= 2  # one big batch, then the small post: not 11 batches later
-    assert (await stack.fanout.queue.delivery(big.post_id))["state"] == "delivering"
+    assert (await stack.fanout.delivery(int(big.post_id))).state is DeliveryState.DELIVERING
     await stack.drain()
-    d = await stack.fanout.queue.delivery(big.post_id)
-    assert d["state"] == "delivered" and int(d["writes"]) == 31
+    d = await stack.fanout.delivery(int(big.post_id))
+    assert d.state is DeliveryState.DELIVERED and d.writes == 31
     assert [await stack.inbox(f) for f in fans] == [[int(big.post_id)]] * len(fans)
 
 
@@ -68,17 +68,16 @@ async def test_entry_of_a_dead_worker_is_reclaimed_and_redone_without_duplicates
     await stack.activate("a", "b")
     post = await stack.post("bob")
     # A worker takes the entry, writes one inbox, and dies before acknowledging.
-    taken = await stack.redis.xreadgroup(
-        keys.FANOUT_GROUP, "dead", {keys.fanout_stream(): ">"}, count=1
-    )
-    assert taken
-    await stack.fanout.inboxes.push(int(post.post_id), "bob", ["a"], 0)
+    partition = stack.store.layout.partition_of_post(int(post.post_id))
+    assert await stack.store.queue.read(partition, "dead", 10)
+    await stack.store.inboxes.push(int(post.post_id), "bob", stack.store.inboxes.group(["a"]),
+                                   800, 0)
     # Once the entry has been idle past claim_idle_ms, another worker reclaims and redoes it.
     await async_wait_for(lambda: stack.worker.step(block_ms=10), message="reclaim")
     assert await stack.inbox("a") == [int(post.post_id)]
     assert await stack.inbox("b") == [int(post.post_id)]
-    d = await stack.fanout.queue.delivery(post.post_id)
-    assert d["state"] == "delivered" and int(d["writes"]) == 3  # a, b, bob: counted once
+    d = await stack.fanout.delivery(int(post.post_id))
+    assert d.state is DeliveryState.DELIVERED and d.writes == 3  # a, b, bob: counted once
     stats = await stack.fanout.stats()
     assert (stats.reclaimed, stats.pending, stats.depth) == (1, 0, 0)
 
@@ -91,7 +90,7 @@ async def test_pull_author_is_written_once_and_pushed_nowhere(make_stack) -> Non
     post = await stack.post("star")
     await stack.drain()
     assert [await stack.inbox(u) for u in ("x", "y", "z", "star")] == [[]] * 4
-    assert await stack.redis.zscore(keys.author_posts("star"), post.post_id) is not None
+    assert await stack.store.posts.author_ids("star", None, 10) == [int(post.post_id)]
     d = await stack.fanout_stub.GetDelivery(fanout_pb2.GetDeliveryRequest(post_id=post.post_id))
     assert d.delivery_mode == fanout_pb2.DELIVERY_MODE_PULL and d.inbox_writes == 0
     stats = await stack.fanout.stats()
@@ -131,7 +130,7 @@ async def test_deleted_post_is_retracted_from_inboxes(make_stack) -> None:
     await stack.posts.DeletePost(post_pb2.DeletePostRequest(post_id=post.post_id, author_id="bob"))
     await stack.drain()
     assert [await stack.inbox(u) for u in ("a", "b", "bob")] == [[], [], []]
-    assert await stack.redis.zcard(keys.author_posts("bob")) == 0
+    assert await stack.store.posts.author_ids("bob", None, 10) == []
 
 
 async def test_full_queue_refuses_publish_but_the_post_is_kept_and_delivered_later(make_stack) -> None:
@@ -139,15 +138,17 @@ async def test_full_queue_refuses_publish_but_the_post_is_kept_and_delivered_lat
     await follow_all(stack, "bob", ["a"])
     await stack.activate("a")
     first = await stack.post("bob", "one")
+    # Another post of bob's bucket (so of the same queue partition), far in the future.
+    later = int(first.post_id) + stack.store.layout.buckets * 10**12
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.fanout_stub.PublishPost(
-            fanout_pb2.PublishPostRequest(post=post_pb2.Post(post_id="999", author_id="bob"))
+            fanout_pb2.PublishPostRequest(post=post_pb2.Post(post_id=str(later), author_id="bob"))
         )
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     second = await stack.post("bob", "two")  # stored; its hand-off waits in the outbox
-    assert await stack.redis.zcard(keys.outbox()) == 1
+    assert await stack.store.posts.outbox_pending() == 1
     await stack.drain()
-    drained = await Outbox(stack.redis, stack.fanout_stub, 1).drain_once(now_ms=2**62)
+    drained = await Outbox(stack.store, stack.fanout_stub, 1).drain_once(now_ms=2**62)
     assert drained == 1
     await stack.drain()
     assert await stack.inbox("a") == sorted([int(first.post_id), int(second.post_id)], reverse=True)
@@ -158,4 +159,4 @@ async def test_publish_is_idempotent_per_post(make_stack) -> None:
     post = await stack.post("bob")
     await stack.fanout_stub.PublishPost(fanout_pb2.PublishPostRequest(post=post))
     assert (await stack.fanout.stats()).posts_published == 1
-    assert await stack.redis.xlen(keys.fanout_stream()) == 1
+    assert (await stack.fanout.stats()).depth == 1

@@ -16,19 +16,18 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 from opentelemetry.trace import Link, SpanKind, StatusCode
-from redis.asyncio import Redis
 
 from services.common import clients, telemetry
 from services.common.config import Settings
 from services.common.pagination import PageTokens
 from services.common.server import GrpcServer
-from services.fanout.queue import FanoutQueue
-from services.fanout.service import Fanout
+from services.common.store import Store
+from services.fanout.app import build_fanout
 from services.fanout.servicer import FanoutServicer
 from services.gen.feed.v1 import fanout_pb2_grpc, post_pb2, post_pb2_grpc
 from services.post.outbox import Outbox
+from services.post.posts import Posts
 from services.post.servicer import PostServicer
-from services.post.store import PostStore
 
 
 @pytest.fixture
@@ -45,19 +44,18 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 @pytest.fixture
 async def post_channel(
-    redis: Redis, settings: Settings, spans: InMemorySpanExporter
+    store: Store, settings: Settings, spans: InMemorySpanExporter
 ) -> AsyncIterator[grpc.aio.Channel]:
     """Post and fan-out servers, and a traced channel to the post service."""
-    fanout = Fanout(redis, settings)
-    await fanout.start()
+    fanout = build_fanout(store, settings)
     tokens = PageTokens(settings.page_token_secret)
     fanout_server = GrpcServer(
         "127.0.0.1:0", ["feed.v1.FanoutService"],
         lambda s: fanout_pb2_grpc.add_FanoutServiceServicer_to_server(
             FanoutServicer(fanout, tokens), s), grace_s=1)
     fanout_channel = clients.channel(f"127.0.0.1:{await fanout_server.start()}")
-    outbox = Outbox(redis, clients.fanout_stub(fanout_channel), settings.outbox_retry_ms)
-    servicer = PostServicer(PostStore(redis), outbox, tokens, settings.outbox_retry_ms)
+    outbox = Outbox(store, clients.fanout_stub(fanout_channel), settings.outbox_retry_ms)
+    servicer = PostServicer(Posts(store, outbox, settings.outbox_retry_ms), tokens)
     post_server = GrpcServer(
         "127.0.0.1:0", ["feed.v1.PostService"],
         lambda s: post_pb2_grpc.add_PostServiceServicer_to_server(servicer, s), grace_s=1)
@@ -74,7 +72,7 @@ def named(exporter: InMemorySpanExporter, name: str) -> list[Any]:
 
 
 async def test_context_propagates_post_to_fanout(
-    post_channel: grpc.aio.Channel, spans: InMemorySpanExporter, redis: Redis
+    post_channel: grpc.aio.Channel, spans: InMemorySpanExporter, store: Store
 ) -> None:
     reply = await clients.post_stub(post_channel).CreatePost(
         post_pb2.CreatePostRequest(author_id="alice", text="hi")
@@ -91,8 +89,9 @@ async def test_context_propagates_post_to_fanout(
         assert span.attributes["rpc.grpc.status_code"] == 0
         assert span.status.status_code is StatusCode.UNSET
     # The delivery record keeps the publishing trace (what GetDelivery.trace_id returns).
-    record = await FanoutQueue(redis, 10).delivery(reply.post.post_id)
-    assert record["trace_id"] == trace.format_trace_id(trace_ids.pop())
+    record = await store.queue.delivery(int(reply.post.post_id))
+    assert record is not None
+    assert record.trace_id == trace.format_trace_id(trace_ids.pop())
 
 
 async def test_invalid_argument_is_recorded_with_field_violations(
@@ -142,6 +141,11 @@ def test_script_statement_says_how_many_keys(spans: InMemorySpanExporter) -> Non
     [exported] = named(spans, "EVALSHA")
     assert exported.attributes["db.statement"] == "EVALSHA ? 3000 (+3002 keys and args)"
     assert exported.attributes["db.redis.keys_count"] == 3000
+
+
+def test_pipeline_statements_are_compacted() -> None:
+    statement = "\n".join(["EVALSHA " + " ".join("?" * 301)] * 3 + ["WAIT ? ?"])
+    assert telemetry.compact_statement(statement) == "EVALSHA (301 args) (x3)\nWAIT ? ?"
 
 
 def test_sampler_drops_orphan_store_calls_and_follows_links() -> None:

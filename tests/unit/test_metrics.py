@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from redis.asyncio import Redis
 
-from services.common import keys, metrics, telemetry
+from services.common import metrics, telemetry
 from services.common.config import Settings
+from services.common.store import Store
+from services.fanout.app import build_fanout, build_worker
+from services.fanout.queue import Consumer
 from services.fanout.service import Fanout
-from services.fanout.worker import Worker
 from services.gen.feed.v1 import post_pb2
-from services.post.store import PostStore, now_ms
+from services.post.posts import now_ms
 from services.timeline.cursor import FIRST_PAGE
 from services.timeline.reader import TimelineReader
 
@@ -60,40 +61,39 @@ class FakePosts:
         )
 
 
-async def drain(redis: Redis, worker: Worker) -> None:
-    while await redis.xlen(keys.fanout_stream()):
+async def drain(store: Store, worker: Consumer) -> None:
+    while (await store.queue.stats()).depth:
         await worker.step(block_ms=10)
 
 
-async def publish(store: PostStore, fanout: Fanout, author: str) -> str:
-    created = await store.create(author, "hello", "", retry_at_ms=now_ms() + 60_000)
-    await fanout.publish(created.post.post_id, author, now_ms())
-    return created.post.post_id
+async def publish(store: Store, fanout: Fanout, author: str) -> int:
+    created = await store.posts.create(author, "hello", "", due_ms=now_ms() + 60_000)
+    assert created.post is not None
+    await fanout.publish(int(created.post.post_id), author, now_ms())
+    return int(created.post.post_id)
 
 
-async def activate(redis: Redis, users: Sequence[str]) -> None:
-    await redis.mset({keys.last_seen(u): int(time.time()) for u in users})
+async def activate(store: Store, users: Sequence[str]) -> None:
+    await store.inboxes.touch(users, int(time.time()))
 
 
 async def test_delivery_metrics_for_a_push_and_a_pull_post(
-    redis: Redis, settings: Settings, reader: InMemoryMetricReader
+    store: Store, settings: Settings, reader: InMemoryMetricReader
 ) -> None:
     s = settings.with_overrides(celebrity_threshold=6, fanout_batch_size=2)
-    fanout = Fanout(redis, s)
-    await fanout.start()
-    worker = Worker(redis, s, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue, "w1")
-    store = PostStore(redis)
-    # bob: 5 followers, 4 of them active -> PUSH, 4 + own inbox = 5 writes in 3 batches.
+    fanout = build_fanout(store, s)
+    worker = build_worker(store, s, "w1")
+    # bob: 5 followers, 4 of them active -> PUSH, 4 + own inbox = 5 writes.
     for fan in ("f1", "f2", "f3", "f4", "idle"):
         await fanout.follow(fan, "bob")
     # star: 6 followers -> PULL, no inbox writes.
     for index in range(6):
         await fanout.follow(f"s{index}", "star")
-    await activate(redis, ["f1", "f2", "f3", "f4", *(f"s{i}" for i in range(6))])
+    await activate(store, ["f1", "f2", "f3", "f4", *(f"s{i}" for i in range(6))])
 
     await publish(store, fanout, "bob")
     await publish(store, fanout, "star")
-    await drain(redis, worker)
+    await drain(store, worker)
 
     published = points(reader, "fanline.posts.published")
     assert {k: p.value for k, p in published.items()} == {
@@ -128,24 +128,22 @@ async def test_queue_gauges_are_silent_until_the_worker_has_read_them(
 
 
 async def test_timeline_latency_by_path_and_cache_lookups(
-    redis: Redis, settings: Settings, reader: InMemoryMetricReader
+    store: Store, settings: Settings, reader: InMemoryMetricReader
 ) -> None:
     s = settings.with_overrides(celebrity_threshold=3)
-    fanout = Fanout(redis, s)
-    await fanout.start()
-    worker = Worker(redis, s, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue, "w1")
-    store = PostStore(redis)
+    fanout = build_fanout(store, s)
+    worker = build_worker(store, s, "w1")
     for fan in ("fan", "other", "third"):  # star: 3 followers -> PULL
         await fanout.follow(fan, "star")
     await fanout.follow("fan", "bob")  # bob: 2 followers -> PUSH
     await fanout.follow("plain", "bob")
-    await activate(redis, ["fan", "plain", "other", "third"])
+    await activate(store, ["fan", "plain", "other", "third"])
     for author in ("bob", "star", "bob"):
         await publish(store, fanout, author)
-    await drain(redis, worker)
+    await drain(store, worker)
 
     posts = FakePosts()
-    timeline = TimelineReader(redis, posts, s)  # type: ignore[arg-type]
+    timeline = TimelineReader(store, posts, s)  # type: ignore[arg-type]
     merged = await timeline.read("fan", 10, FIRST_PAGE)  # inbox + star's pulled list
     again = await timeline.read("fan", 10, FIRST_PAGE)
     plain = await timeline.read("plain", 10, FIRST_PAGE)  # inbox only

@@ -12,13 +12,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from redis.asyncio import Redis
 
-from services.common import keys, telemetry
+from services.common import telemetry
 from services.common.config import Settings
-from services.fanout.queue import Job, JobKind
-from services.fanout.service import Fanout
-from services.fanout.worker import Worker
+from services.common.store import Store
+from services.common.store.records import Job, JobKind
+from services.fanout import policy
+from services.fanout.app import build_fanout, build_worker
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_without_setup_everything_is_a_no_op() -> None:
 
 def test_context_survives_a_stream_entry_as_bytes(spans: InMemorySpanExporter) -> None:
     with telemetry.span("PublishPost") as publisher:
-        job = Job(JobKind.POST, author_id="bob", post_id="42", created_ms=1,
+        job = Job(JobKind.POST, author_id="bob", post_id=42, created_ms=1,
                   trace=telemetry.inject_context())
         trace_id = telemetry.current_trace_id()
     assert set(job.trace) >= {"traceparent"}
@@ -58,42 +58,51 @@ def test_context_survives_a_stream_entry_as_bytes(spans: InMemorySpanExporter) -
     assert trace.format_trace_id(linked.trace_id) == trace_id
     assert linked.span_id == publisher.get_span_context().span_id
     # Continuations of the chain keep the publisher's context.
-    assert back.next_batch("f9", "push").trace == job.trace
+    assert back.batch((3, 5), "f9", "push").trace == job.trace
+    assert back.batch((3, 5), "f9", "push").buckets == (3, 5)
 
 
-async def test_context_survives_a_real_stream(redis: Redis, spans: InMemorySpanExporter) -> None:
+async def test_context_survives_a_real_stream(store: Store, spans: InMemorySpanExporter) -> None:
     with telemetry.span("PublishPost"):
-        job = Job(JobKind.POST, author_id="bob", post_id="7", trace=telemetry.inject_context())
+        job = Job(JobKind.POST, author_id="bob", post_id=7, trace=telemetry.inject_context())
         trace_id = telemetry.current_trace_id()
-    await redis.xadd("ctx-test", job.fields())  # type: ignore[arg-type]
-    [(_entry_id, fields)] = await redis.xrange("ctx-test")
-    assert all(isinstance(k, bytes) for k in fields)
-    linked = telemetry.extract_span_context(Job.from_fields(fields).trace)
+    await store.queue.ensure_groups()
+    await store.queue.enqueue(job, bounded=False)
+    [entry] = await store.queue.read(store.queue.partition_of(job), "w", None)
+    linked = telemetry.extract_span_context(entry.job.trace)
     assert trace.format_trace_id(linked.trace_id) == trace_id
 
 
 async def test_worker_spans_are_linked_roots_with_batch_children(
-    redis: Redis, settings: Settings, spans: InMemorySpanExporter
+    store: Store, settings: Settings, spans: InMemorySpanExporter
 ) -> None:
     s = settings.with_overrides(fanout_batch_size=2)
-    fanout = Fanout(redis, s)
-    await fanout.start()
-    worker = Worker(redis, s, fanout.graph, fanout.modes, fanout.inboxes, fanout.queue, "w1")
-    followers = [f"f{i}" for i in range(5)]
+    fanout = build_fanout(store, s)
+    worker = build_worker(store, s, "w1")
+    # Five followers of one bucket (so batches of two take 3 entries), all active.
+    bucket = store.layout.bucket_of_user("f0")
+    followers = [f"f{i}" for i in range(2000) if store.layout.bucket_of_user(f"f{i}") == bucket][:5]
     for follower in followers:
         await fanout.follow(follower, "bob")
-    await redis.mset({keys.last_seen(f): int(time.time()) for f in followers})
-    await redis.set(keys.post("100"), b"body")
+    await store.inboxes.touch(followers, int(time.time()))
+    created = await store.posts.create("bob", "body", "", 0)
+    assert created.post is not None
+    post_id = int(created.post.post_id)
+    await store.queue.ensure_groups()
     with telemetry.span("PublishPost", kind=SpanKind.SERVER) as publisher:
-        await fanout.publish("100", "bob", int(time.time() * 1000))
-    record = await fanout.queue.delivery("100")
-    assert record["trace_id"] == trace.format_trace_id(publisher.get_span_context().trace_id)
-    while await redis.xlen(keys.fanout_stream()):
+        await fanout.publish(post_id, "bob", int(time.time() * 1000))
+    record = await fanout.delivery(post_id)
+    assert record.trace_id == trace.format_trace_id(publisher.get_span_context().trace_id)
+    while (await store.queue.stats()).depth:
         await worker.step(block_ms=10)
 
     finished = spans.get_finished_spans()
     process = [sp for sp in finished if sp.name == "fanout.process"]
-    assert len(process) == 3  # 5 followers in batches of 2: 2 + 2 + 1
+    # The first entry (the mode, the author's own inbox, the ranges of buckets queued), one
+    # entry per range (the followers' range writes 2 of them), and two more for the rest of
+    # that bucket: 2 + 2 + 1.
+    ranges = policy.bucket_ranges(len(followers), store.layout.buckets, 2)
+    assert len(process) == 1 + len(ranges) + 2
     for sp in process:
         assert sp.parent is None and sp.kind is SpanKind.CONSUMER
         assert [link.context.span_id for link in sp.links] == [publisher.get_span_context().span_id]
@@ -101,14 +110,16 @@ async def test_worker_spans_are_linked_roots_with_batch_children(
         attributes = sp.attributes or {}
         assert attributes["messaging.system"] == "redis"
         assert attributes["messaging.operation"] == "process"
-        assert attributes["messaging.destination.name"] == keys.fanout_stream()
+        assert attributes["messaging.destination.name"] == store.queue.stream_name(
+            store.layout.partition_of_post(post_id))
         assert attributes["messaging.message.id"]
-        assert attributes["fanline.post_id"] == "100"
+        assert attributes["fanline.post_id"] == str(post_id)
     ids = {sp.context.span_id for sp in process}
     batches = [sp for sp in finished if sp.name == "fanout.batch"]
     assert {sp.parent.span_id for sp in batches if sp.parent} == ids
-    assert sorted((sp.attributes or {})["fanline.batch.size"] for sp in batches) == [1, 2, 2]
+    assert sorted((sp.attributes or {})["fanline.batch.size"] for sp in batches) == [0] * len(
+        ranges) + [1, 2, 2]
     # Batch spans count follower inboxes; the process spans add the author's own inbox.
     assert sum((sp.attributes or {})["fanline.inbox.writes"] for sp in batches) == 5
     assert sum((sp.attributes or {})["fanline.inbox.writes"] for sp in process) == 6
-    assert int((await fanout.queue.delivery("100"))["writes"]) == 6
+    assert (await fanout.delivery(post_id)).writes == 6

@@ -1,22 +1,8 @@
 import pytest
-from redis.crc import key_slot
 
-from services.common import keys, validation
+from services.common import validation
 from services.common.config import ConfigError, env_names, load_settings
 from services.common.errors import InvalidArgument
-
-
-def test_per_user_keys_share_one_cluster_slot() -> None:
-    per_user = [keys.inbox("u1"), keys.last_seen("u1"), keys.followers("u1"),
-                keys.following("u1"), keys.author_posts("u1"), keys.request_id("u1", "r")]
-    assert len({key_slot(k.encode()) for k in per_user}) == 1
-    assert key_slot(keys.inbox("u1").encode()) != key_slot(keys.inbox("u2").encode())
-
-
-def test_queue_bookkeeping_shares_one_slot() -> None:
-    queue = [keys.fanout_stream(), keys.fanout_stats(), keys.delivery("123")]
-    assert len({key_slot(k.encode()) for k in queue}) == 1
-    assert key_slot(keys.pull_authors().encode()) == key_slot(keys.merged_authors().encode())
 
 
 def test_defaults_load() -> None:
@@ -25,7 +11,35 @@ def test_defaults_load() -> None:
     assert settings.inbox_max == 800
     assert settings.timeline_budget_ms == 150
     assert settings.post_addr == "127.0.0.1:50051"
+    assert (settings.redis_mode, settings.store_buckets, settings.queue_partitions) == ("single", 64, 8)
+    assert settings.store_wait_replicas == 0
     assert "FANLINE_REDIS_URL" in env_names()
+
+
+def test_cluster_mode_takes_a_list_of_seed_nodes() -> None:
+    seeds = "redis://10.0.0.1:6379,redis://10.0.0.2:6379"
+    settings = load_settings({"FANLINE_REDIS_MODE": "cluster", "FANLINE_REDIS_URL": seeds})
+    assert settings.redis_url == seeds
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"FANLINE_REDIS_MODE": "sharded"}, "FANLINE_REDIS_MODE"),
+        ({"FANLINE_STORE_BUCKETS": "100"}, "FANLINE_STORE_BUCKETS"),
+        ({"FANLINE_STORE_BUCKETS": "32"}, "FANLINE_STORE_BUCKETS"),
+        ({"FANLINE_STORE_BUCKETS": "2048"}, "FANLINE_STORE_BUCKETS"),
+        ({"FANLINE_QUEUE_PARTITIONS": "0"}, "FANLINE_QUEUE_PARTITIONS"),
+        ({"FANLINE_QUEUE_PARTITIONS": "128"}, "FANLINE_QUEUE_PARTITIONS"),
+        ({"FANLINE_REDIS_URL": "redis://a:1,redis://b:2"}, "FANLINE_REDIS_URL"),
+        ({"FANLINE_REDIS_MODE": "cluster", "FANLINE_REDIS_URL": "redis://a:1,http://b:2"},
+         "FANLINE_REDIS_URL"),
+    ],
+)
+def test_store_settings_are_checked(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    assert named in str(err.value)
 
 
 def test_bad_settings_fail_fast_naming_each_variable() -> None:
@@ -66,10 +80,3 @@ def test_text_limits() -> None:
     for bad in ("", "   ", "x" * 1001):
         with pytest.raises(InvalidArgument):
             validation.text(bad)
-
-
-def test_fanout_write_keys_match_the_single_key_builders() -> None:
-    assert keys.fanout_write_keys(["a", "b"]) == [
-        keys.inbox("a"), keys.last_seen("a"), keys.following("a"),
-        keys.inbox("b"), keys.last_seen("b"), keys.following("b"),
-    ]

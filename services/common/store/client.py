@@ -1,0 +1,399 @@
+"""The connection to the store: one node, or a Valkey/Redis Cluster, behind one interface.
+
+This is the only module that knows which of the two it talks to. Everything above it issues
+single-slot calls (layout.py sees to that) and batches of them; here a batch becomes one
+pipeline, which a cluster client splits by node and sends to all nodes in parallel.
+
+What it adds to the redis-py clients:
+- scripts loaded on every primary, and reloaded on NOSCRIPT (a promoted replica starts empty);
+- retries of transient failures (a failover window, a moved slot, a dropped connection) for
+  up to RETRY_BUDGET_S: every call the storage layer makes is idempotent, so a retry is safe;
+- durable writes: with FANLINE_STORE_WAIT_REPLICAS > 0, a write is confirmed only once that
+  many replicas have it (WAIT on the connection that wrote), so a failover cannot lose it;
+- sharded pub/sub that follows the cluster's topology.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import hiredis
+import redis.exceptions as rx
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+
+from services.common.store.scripts import ALL as ALL_SCRIPTS
+from services.common.store.scripts import Script
+
+log = logging.getLogger(__name__)
+
+POOL_WAIT_S = 5.0
+RETRY_BUDGET_S = 2.0  # transient failures are retried this long before the caller sees them
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 0.4
+
+# Failures that end by themselves: the store restarting, a failover, a slot moving, a full
+# connection pool. Callers see them as UNAVAILABLE once the retry budget is spent.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    rx.ConnectionError,  # includes BusyLoadingError and MaxConnectionsError
+    rx.TimeoutError,
+    rx.ClusterError,  # includes ClusterDownError, MasterDownError, "TTL exhausted"
+    rx.TryAgainError,
+    rx.AskError,  # includes MovedError
+    rx.ReadOnlyError,  # a write reached a node that was demoted to replica
+    rx.SlotNotCoveredError,
+    TimeoutError,
+    OSError,
+)
+
+
+class ReplicationTimeout(rx.ConnectionError):
+    """A durable write did not reach the configured number of replicas in time."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for failures that mean "the store is unavailable right now, retry"."""
+    return isinstance(exc, TRANSIENT) and not isinstance(exc, rx.AuthenticationError)
+
+
+class HiredisPackedConnection(Connection):
+    """Packs commands with hiredis's C encoder.
+
+    redis.asyncio packs every argument in Python (about 1.3 µs each); a fan-out batch sends
+    thousands of keys per script call, so packing alone cost more than the store spent
+    running it.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:
+            # redis-py passes multi-word commands ("CLIENT SETNAME") as one argument.
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # memoryview or another type hiredis does not take: as redis-py would
+            return [hiredis.pack_command(tuple(_encodable(a) for a in args))]
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    if isinstance(value, str | bytes | int | float):
+        return value
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One script call; its keys are in one slot."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[str | int | float | bytes]
+
+
+def parse_seeds(url: str) -> list[tuple[str, int]]:
+    seeds = []
+    for part in url.split(","):
+        parsed = urlparse(part.strip())
+        seeds.append((parsed.hostname or "127.0.0.1", parsed.port or 6379))
+    return seeds
+
+
+class StoreClient:
+    """A pooled asyncio client of a single node or a cluster; see the module docstring."""
+
+    def __init__(self, redis: Redis | RedisCluster, wait_replicas: int = 0,
+                 wait_ms: int = 500) -> None:
+        self.redis = redis
+        self.cluster = isinstance(redis, RedisCluster)
+        self._wait_replicas = wait_replicas
+        self._wait_ms = wait_ms
+
+    @classmethod
+    def connect(cls, mode: str, url: str, max_connections: int = 64, wait_replicas: int = 0,
+                wait_ms: int = 500) -> StoreClient:
+        """`mode` "single": `url` is one redis:// URL. "cluster": a comma-separated list of seed
+        node URLs (credentials and TLS taken from the first).
+
+        The single-node pool blocks (up to POOL_WAIT_S) when every connection is busy instead
+        of failing the call, so a burst of requests queues for a connection rather than
+        erroring. `decode_responses` stays off: post bodies are protobuf bytes."""
+        if not url:
+            raise ValueError("FANLINE_REDIS_URL is empty: start `fanline up` or set a store URL")
+        if mode == "cluster":
+            first = url.split(",")[0].strip()
+            seeds = parse_seeds(url)
+            client = RedisCluster.from_url(
+                first, max_connections=max_connections,
+                startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+                require_full_coverage=True,
+            )
+            if not first.startswith("rediss://"):
+                # redis-py builds every node's connections from these kwargs; there is no
+                # constructor argument for the connection class.
+                client.connection_kwargs["connection_class"] = HiredisPackedConnection
+                for node in client.startup_nodes:
+                    node.connection_class = HiredisPackedConnection
+            return cls(client, wait_replicas, wait_ms)
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=POOL_WAIT_S, health_check_interval=30,
+            connection_class=HiredisPackedConnection,
+        )
+        return cls(Redis.from_pool(pool), wait_replicas, wait_ms)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def _retrying(self, attempt: Callable[[], Any]) -> Any:
+        """Run `attempt` until it succeeds, a non-transient error, or the retry budget."""
+        deadline = time.monotonic() + RETRY_BUDGET_S
+        pause = RETRY_FIRST_S
+        reloaded = False
+        while True:
+            try:
+                return await attempt()
+            except rx.NoScriptError:
+                # A node without our scripts (a promoted replica, a flushed cache): load them
+                # everywhere once, then retry.
+                if reloaded:
+                    raise
+                reloaded = True
+                await self.load_scripts()
+            except TRANSIENT as exc:
+                if time.monotonic() + pause > deadline or isinstance(exc, rx.AuthenticationError):
+                    raise
+                log.debug("store call failed (%s); retrying in %.2fs", exc, pause)
+                await self._refresh_topology()
+                await asyncio.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, RETRY_MAX_S)
+
+    async def _refresh_topology(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            try:
+                await self.redis.nodes_manager.initialize()
+            except Exception as exc:  # every seed down: the next attempt fails and retries
+                log.debug("cluster topology refresh failed: %s", exc)
+
+    async def command(self, *args: Any) -> Any:
+        """One command; its keys (if several) in one slot."""
+        return await self._retrying(lambda: self.redis.execute_command(*args))
+
+    async def run(self, call: Call, durable: bool = False) -> Any:
+        """One script call. `durable`: confirmed by the configured replicas before returning."""
+        return (await self.run_many([call], durable))[0]
+
+    async def run_many(self, calls: Sequence[Call], durable: bool = False) -> list[Any]:
+        """Script calls pipelined (per node, in parallel on a cluster); results in order."""
+        if not calls:
+            return []
+        wait = durable and self._wait_replicas > 0
+        if len(calls) == 1 and not wait:
+            # A lone call as a plain command: the client follows redirections itself.
+            call = calls[0]
+            return [await self._retrying(lambda: self.redis.execute_command(
+                "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args))]
+
+        async def attempt() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+            waits = self._add_waits(pipe, [c.keys[0] for c in calls]) if wait else 0
+            if isinstance(pipe, ClusterPipeline):
+                # No redirections inside a durable pipeline: a redirected write would not be
+                # covered by the WAIT sent to the node it left. Retry the whole (idempotent)
+                # pipeline instead.
+                results = await pipe.execute(raise_on_error=False, allow_redirections=not wait)
+            else:
+                results = await pipe.execute(raise_on_error=False)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            if waits:
+                confirmed = results[-waits:]
+                if min(int(c) for c in confirmed) < self._wait_replicas:
+                    raise ReplicationTimeout(
+                        f"write not confirmed by {self._wait_replicas} replica(s) "
+                        f"within {self._wait_ms} ms"
+                    )
+                results = results[:-waits]
+            return list(results)
+
+        return await self._retrying(attempt)  # type: ignore[no-any-return]
+
+    def _add_waits(self, pipe: Pipeline | ClusterPipeline, keys: Sequence[str]) -> int:
+        """WAIT after the writes, on each connection that wrote; returns how many were added."""
+        if isinstance(pipe, ClusterPipeline):
+            assert isinstance(self.redis, RedisCluster)
+            nodes = {self.redis.get_node_from_key(k).name: self.redis.get_node_from_key(k)
+                     for k in keys}
+            for node in nodes.values():
+                pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms, target_nodes=node)
+            return len(nodes)
+        pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
+        return 1
+
+    async def batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Plain commands pipelined (each single-slot; per node, in parallel on a cluster);
+        raw replies in order. For reads and idempotent writes: a failed batch is retried
+        whole."""
+        if not commands:
+            return []
+
+        async def attempt() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            results = await pipe.execute(raise_on_error=False)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return list(results)
+
+        return await self._retrying(attempt)  # type: ignore[no-any-return]
+
+    async def load_scripts(self) -> None:
+        """Load every script on every primary, so calls are plain EVALSHA from the start."""
+        for script in ALL_SCRIPTS:
+            await self.redis.script_load(script.source)
+
+    # -- topology (for checks and benchmarks) ------------------------------------------------
+
+    def node_of(self, key: str) -> str:
+        """host:port of the primary serving `key`."""
+        if isinstance(self.redis, RedisCluster):
+            return str(self.redis.get_node_from_key(key).name)
+        kwargs = self.redis.connection_pool.connection_kwargs
+        return f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}"
+
+    def node_clients(self) -> dict[str, Redis]:
+        """A plain client per primary (callers close them), for per-node stats."""
+        if isinstance(self.redis, RedisCluster):
+            return {n.name: Redis(host=n.host, port=int(n.port), **_credentials(n.connection_kwargs))
+                    for n in self.redis.get_primaries()}
+        kwargs = self.redis.connection_pool.connection_kwargs
+        return {self.node_of(""): Redis(host=kwargs.get("host", "127.0.0.1"),
+                                        port=int(kwargs.get("port", 6379)), **_credentials(kwargs))}
+
+    async def ready(self) -> None:
+        """Connect (and, on a cluster, learn the slot map) or raise."""
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.initialize()
+        await self.redis.ping()
+
+    # -- sharded pub/sub ---------------------------------------------------------------------
+
+    async def subscribe(self, channels: Sequence[str]) -> AsyncIterator[bytes | None]:
+        """Messages published (SPUBLISH) on `channels`, for as long as the caller iterates.
+
+        Yields None right after each (re)subscription: messages may have been missed before
+        it, so the caller should drop whatever state the messages keep fresh. A lost node, a
+        failover or a slot moving ends the current subscriptions; they are made again against
+        the current topology."""
+        while True:
+            queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+            listeners: list[asyncio.Task[None]] = []
+            try:
+                await self._refresh_topology()
+                _raise_if_cancelled()
+                by_node = self._channels_by_node(channels)
+                for node_name, names in by_node.items():
+                    listeners.append(asyncio.create_task(self._listen(node_name, names, queue)))
+                waiting = len(listeners)  # each listener puts None once it has subscribed
+                early: list[bytes] = []
+                while waiting:
+                    item = await queue.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is None:
+                        waiting -= 1
+                    else:
+                        early.append(item)
+                yield None
+                for item in early:
+                    yield item
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is not None:
+                        yield item
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event subscription lost (%s); subscribing again", exc)
+                await asyncio.sleep(0.2 + random.random() * 0.3)
+            finally:
+                for task in listeners:
+                    task.cancel()
+                await asyncio.gather(*listeners, return_exceptions=True)
+
+    def _channels_by_node(self, channels: Sequence[str]) -> dict[str, list[str]]:
+        if not isinstance(self.redis, RedisCluster):
+            return {"": list(channels)}
+        out: dict[str, list[str]] = {}
+        for name in channels:
+            out.setdefault(self.redis.get_node_from_key(name).name, []).append(name)
+        return out
+
+    async def _listen(self, node_name: str, channels: list[str],
+                      queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+        node: Redis | None = None
+        if isinstance(self.redis, RedisCluster):
+            cluster_node = self.redis.get_node(node_name=node_name)
+            if cluster_node is None:
+                raise rx.ConnectionError(f"node {node_name} left the cluster")
+            node = Redis(host=cluster_node.host, port=int(cluster_node.port),
+                         **_credentials(cluster_node.connection_kwargs))
+            pubsub = node.pubsub()
+        else:
+            pubsub = self.redis.pubsub()
+        try:
+            for name in channels:  # one per call: a multi-channel SSUBSCRIBE must be one slot
+                await pubsub.ssubscribe(name)
+                _raise_if_cancelled()
+            queue.put_nowait(None)
+            # listen() blocks on the socket with no timeout of its own: get_message(timeout=...)
+            # can swallow a cancellation that arrives together with its timeout.
+            async for message in pubsub.listen():
+                kind = message.get("type")
+                if kind == "smessage":
+                    queue.put_nowait(message["data"])
+                elif kind == "sunsubscribe":  # the slot moved to another node
+                    raise rx.ConnectionError(f"a channel moved off {node_name or 'the store'}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            queue.put_nowait(exc)
+        finally:
+            await pubsub.aclose()
+            if node is not None:
+                await node.aclose()
+
+
+def _raise_if_cancelled() -> None:
+    """redis-py can swallow a cancellation that lands while it connects; honour it anyway,
+    or the caller would wait forever for this task to end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+_CREDENTIAL_KEYS = ("username", "password", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+                    "ssl_cert_reqs", "ssl_check_hostname", "db")
+
+
+def _credentials(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {k: kwargs[k] for k in _CREDENTIAL_KEYS if kwargs.get(k) is not None}
+    if "connection_class" in kwargs and "SSL" in kwargs["connection_class"].__name__:
+        out["ssl"] = True
+    return out

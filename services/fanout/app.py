@@ -1,0 +1,28 @@
+"""Builds the fan-out domain and its workers from settings: the one place that wires them
+(the service process, the worker process, tests and benchmarks all use it)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from services.common.config import Settings
+from services.common.store import Store
+from services.fanout.graph import AuthorModes, FollowGraph
+from services.fanout.queue import Consumer, FanoutQueue
+from services.fanout.service import Fanout
+from services.fanout.worker import Worker
+
+
+def build_fanout(store: Store, settings: Settings) -> Fanout:
+    modes = AuthorModes(store, settings.celebrity_threshold, settings.demote_ratio)
+    graph = FollowGraph(store, modes, settings.inbox_max)
+    return Fanout(graph, modes, FanoutQueue(store))
+
+
+def build_worker(store: Store, settings: Settings, name: str | None = None) -> Consumer:
+    """A worker: the queue's consumer loop handing entries to the fan-out job handler."""
+    fanout = build_fanout(store, settings)
+    handler = Worker(store, settings, fanout.modes, fanout.queue)
+    return Consumer(store, handler, name or f"{socket.gethostname()}-{os.getpid()}",
+                    settings.worker_concurrency, settings.claim_idle_ms)
