@@ -65,7 +65,8 @@ class Rendered:
 
     @property
     def workloads(self) -> list[Obj]:
-        return [o for o in self.objects if o["kind"] in {"Deployment", "StatefulSet"}]
+        """Everything that runs pods: Deployments, StatefulSets and (run-to-completion) Jobs."""
+        return [o for o in self.objects if o["kind"] in {"Deployment", "StatefulSet", "Job"}]
 
     def pod_spec(self, workload: Obj) -> Obj:
         return dict(workload["spec"]["template"]["spec"])
@@ -121,3 +122,8 @@ def dev() -> Rendered:
 @pytest.fixture(scope="session")
 def prod() -> Rendered:
     return Rendered("prod", render("overlays/prod"))
+
+
+@pytest.fixture(scope="session")
+def dev_cluster() -> Rendered:
+    return Rendered("dev-cluster", render("overlays/dev-cluster"))

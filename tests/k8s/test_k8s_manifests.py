@@ -122,14 +122,24 @@ def test_prod_pins_a_release_of_fanline(prod: Rendered) -> None:
 def test_every_container_has_probes_and_bounded_resources(overlay: Rendered) -> None:
     for workload, container in overlay.containers():
         where = f"{overlay.name} {name_of(workload)}/{container['name']}"
-        assert "readinessProbe" in container, where
-        assert "livenessProbe" in container, where
+        if workload["kind"] != "Job":  # a Job's deadline bounds it instead (next test)
+            assert "readinessProbe" in container, where
+            assert "livenessProbe" in container, where
         resources = container.get("resources", {})
         for resource in ("cpu", "memory"):
             request = resources.get("requests", {}).get(resource)
             limit = resources.get("limits", {}).get(resource)
             assert request is not None and limit is not None, f"{where}: {resource}"
             assert quantity(request) <= quantity(limit), f"{where}: {resource}"
+
+
+def test_jobs_end(overlay: Rendered) -> None:
+    # No probes watch a Job's pod, so a hung one must still be stopped, and retries are finite.
+    for job in overlay.of_kind("Job"):
+        spec = job["spec"]
+        assert 0 < spec.get("activeDeadlineSeconds", 0) <= 3600, name_of(job)
+        assert 0 <= spec.get("backoffLimit", -1) <= 10, name_of(job)
+        assert spec["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}, name_of(job)
 
 
 def test_fanline_probes_use_grpc_health(overlay: Rendered) -> None:

@@ -177,13 +177,19 @@ def cluster_for(rendered: Rendered) -> Cluster:
     return Cluster(namespaces, endpoints, rendered.of_kind("NetworkPolicy"))
 
 
+def peers(src: Endpoint, dst: Endpoint) -> bool:
+    """Whether src may call dst: another endpoint, or another pod of the same deployed workload
+    (replicas of a role, nodes of a cluster), which is what a (src, src) flow stands for."""
+    return dst is not src or src.deployed
+
+
 def all_flows(cluster: Cluster) -> set[Flow]:
     return {
         (src.name, dst.name, port, proto)
         for src in cluster.endpoints
         if src.namespace is not None
         for dst in cluster.endpoints
-        if dst is not src
+        if peers(src, dst)
         for _, port, proto in dst.ports
         if cluster.allowed(src, dst, port, proto)
     }
@@ -195,7 +201,7 @@ def one_sided_flows(cluster: Cluster, direction: str) -> set[Flow]:
     for src in cluster.endpoints:
         for dst in cluster.endpoints:
             subject, peer = (src, dst) if direction == "Egress" else (dst, src)
-            if dst is src or src.namespace is None or not subject.deployed:
+            if not peers(src, dst) or src.namespace is None or not subject.deployed:
                 continue
             for _, port, proto in dst.ports:
                 if cluster.permits(subject, peer, port, proto, direction):
@@ -264,6 +270,33 @@ def test_prod_policies_allow_exactly_the_call_graph(prod: Rendered) -> None:
         ("otel-collector", "kube-dns", 53, "TCP"),
     }
     check_exact(cluster, expected)
+
+
+def test_dev_cluster_policies_allow_exactly_the_call_graph(dev_cluster: Rendered) -> None:
+    cluster = cluster_for(dev_cluster)
+    expected = expected_flows(cluster, store=("valkey-cluster", 6379), traces="jaeger")
+    dns = {("kube-dns", 53, "UDP"), ("kube-dns", 53, "TCP")}
+    # Nodes replicate (6379) and gossip (16379) with each other and look peers up by name;
+    # the init Job only talks to the client port.
+    expected |= {("valkey-cluster", "valkey-cluster", port, "TCP") for port in (6379, 16379)}
+    expected |= {("valkey-cluster", *d) for d in dns}
+    expected |= {("valkey-cluster-init", "valkey-cluster", 6379, "TCP")}
+    expected |= {("valkey-cluster-init", *d) for d in dns}
+    check_exact(cluster, expected)
+
+
+def test_cluster_bus_is_open_between_cluster_nodes_only(dev_cluster: Rendered) -> None:
+    cluster = cluster_for(dev_cluster)
+    nodes = dev_cluster.get("StatefulSet", "valkey-cluster")
+    bus = {
+        p["containerPort"]
+        for c in nodes["spec"]["template"]["spec"]["containers"]
+        for p in c["ports"]
+        if p["name"] == "cluster-bus"
+    }
+    assert bus == {16379}
+    to_bus = {(src, dst) for src, dst, port, _ in all_flows(cluster) if port == 16379}
+    assert to_bus == {("valkey-cluster", "valkey-cluster")}
 
 
 def test_every_deployed_pod_is_isolated_both_ways(overlay: Rendered) -> None:
