@@ -52,19 +52,22 @@ def inbox_page(
 ) -> Page:
     """A page in the INBOX regime.
 
-    `inbox` is None when the inbox read missed the budget (the page is then built from the
-    pulled lists alone). While the inbox has more than a page left, it holds every pushed post
-    down to where the page ends. Once the inbox is exhausted (it returned page_size or fewer),
-    nothing below its oldest entry may be shown from the pulled lists, or pushed posts that
-    were trimmed off (or never held) would be skipped: the page stops there and the next one
-    continues in the ARCHIVE regime.
+    `inbox` is None when the inbox read missed the budget: the page is then built from the
+    pulled lists alone, and its cursor is this page's own, so the next call reads the same page
+    again, whole (pushed posts between the pulled ones shown are not skipped). While the inbox
+    has more than a page left, it holds every pushed post down to where the page ends. Once
+    the inbox is exhausted (it returned page_size or fewer), nothing below its oldest entry may
+    be shown from the pulled lists, or pushed posts that were trimmed off (or never held)
+    would be skipped: the page stops there and the next one continues in the ARCHIVE regime.
     """
     sources: list[tuple[Source, Sequence[int]]] = []
     if inbox is not None:
         sources.append((Source.INBOX, inbox))
     sources += [(Source.PULL, ids) for ids in pulled]
     candidates = merge_newest_first(sources, page_size + 1)
-    exhausted = inbox is not None and len(inbox) <= page_size
+    if inbox is None:
+        return Page(candidates[:page_size], Cursor(Regime.INBOX, before_id))
+    exhausted = len(inbox) <= page_size
     if exhausted:
         floor = inbox[-1] if inbox else None
         candidates = [c for c in candidates if floor is not None and c[0] >= floor]

@@ -39,6 +39,7 @@ POOL_WAIT_S = 5.0
 RETRY_BUDGET_S = 2.0  # transient failures are retried this long before the caller sees them
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 0.4
+REPLICAS_REFRESH_S = 5.0
 
 # Failures that end by themselves: the store restarting, a failover, a slot moving, a full
 # connection pool. Callers see them as UNAVAILABLE once the retry budget is spent.
@@ -116,6 +117,8 @@ class StoreClient:
         self.cluster = isinstance(redis, RedisCluster)
         self._wait_replicas = wait_replicas
         self._wait_ms = wait_ms
+        self._replicas = 0
+        self._replicas_read_at = -REPLICAS_REFRESH_S
 
     @classmethod
     def connect(cls, mode: str, url: str, max_connections: int = 64, wait_replicas: int = 0,
@@ -207,7 +210,7 @@ class StoreClient:
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
                 pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
-            waits = self._add_waits(pipe, [c.keys[0] for c in calls]) if wait else 0
+            wanted = await self._add_waits(pipe, [c.keys[0] for c in calls]) if wait else []
             if isinstance(pipe, ClusterPipeline):
                 # No redirections inside a durable pipeline: a redirected write would not be
                 # covered by the WAIT sent to the node it left. Retry the whole (idempotent)
@@ -218,29 +221,55 @@ class StoreClient:
             for result in results:
                 if isinstance(result, Exception):
                     raise result
-            if waits:
-                confirmed = results[-waits:]
-                if min(int(c) for c in confirmed) < self._wait_replicas:
+            if wanted:
+                confirmed = results[-len(wanted):]
+                if any(int(c) < w for c, w in zip(confirmed, wanted, strict=True)):
                     raise ReplicationTimeout(
                         f"write not confirmed by {self._wait_replicas} replica(s) "
                         f"within {self._wait_ms} ms"
                     )
-                results = results[:-waits]
+                results = results[:-len(wanted)]
             return list(results)
 
         return await self._retrying(attempt)  # type: ignore[no-any-return]
 
-    def _add_waits(self, pipe: Pipeline | ClusterPipeline, keys: Sequence[str]) -> int:
-        """WAIT after the writes, on each connection that wrote; returns how many were added."""
+    async def _add_waits(self, pipe: Pipeline | ClusterPipeline, keys: Sequence[str]) -> list[int]:
+        """WAIT after the writes, on each connection that wrote; returns the replica count
+        each WAIT must reach.
+
+        That is FANLINE_STORE_WAIT_REPLICAS, or fewer when the primary has fewer replicas
+        right now (after a failover promoted its only replica): the write is then on every
+        copy there is, and waiting for one that does not exist would refuse every write
+        until an operator adds a replica."""
+        wanted: list[int] = []
         if isinstance(pipe, ClusterPipeline):
             assert isinstance(self.redis, RedisCluster)
-            nodes = {self.redis.get_node_from_key(k).name: self.redis.get_node_from_key(k)
-                     for k in keys}
-            for node in nodes.values():
-                pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms, target_nodes=node)
-            return len(nodes)
-        pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
-        return 1
+            nodes = {}
+            for key in keys:
+                slot = self.redis.keyslot(key)
+                nodes[self.redis.get_node_from_key(key).name] = slot
+            for slot in nodes.values():
+                holders = self.redis.nodes_manager.slots_cache.get(slot, [])
+                count = min(self._wait_replicas, max(0, len(holders) - 1))
+                if count:
+                    pipe.execute_command("WAIT", count, self._wait_ms, target_nodes=holders[0])
+                    wanted.append(count)
+            return wanted
+        count = min(self._wait_replicas, await self._single_node_replicas())
+        if count:
+            pipe.execute_command("WAIT", count, self._wait_ms)
+            wanted.append(count)
+        return wanted
+
+    async def _single_node_replicas(self) -> int:
+        """Replicas attached to the single primary (INFO replication, re-read every few
+        seconds)."""
+        now = time.monotonic()
+        if now - self._replicas_read_at > REPLICAS_REFRESH_S:
+            info = await self.redis.info("replication")
+            self._replicas = int(info.get("connected_slaves", 0))
+            self._replicas_read_at = now
+        return self._replicas
 
     async def batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Plain commands pipelined (each single-slot; per node, in parallel on a cluster);
