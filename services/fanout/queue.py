@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 READ_BLOCK_MS = 500  # also bounds how long a stop request waits for an idle reader
 QUEUE_STATS_EVERY_S = 2.0  # how often a worker reads queue depth/pending for the gauges
 RECLAIM_BATCH = 10
+RECOVER_EVERY_S = 1.0
+OWN_STALL_MS = 3000  # an own entry untouched this long was never received (or is stuck)
 RETRY_PAUSE_S = 0.5
 
 
@@ -97,6 +99,8 @@ class Consumer:
         self._slots = asyncio.Semaphore(concurrency)
         self._claim_idle_ms = claim_idle_ms
         self._last_claim: dict[int, float] = {}
+        self._last_recover: dict[int, float] = {}
+        self._in_flight: set[tuple[int, str]] = set()
         self._last_stats = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._groups_ready = False
@@ -109,7 +113,7 @@ class Consumer:
             await self._store.queue.ensure_groups()
             self._groups_ready = True
         try:
-            entries = await self._reclaim(partition)
+            entries = await self._reclaim(partition) + await self._recover(partition)
             return entries + await self._store.queue.read(partition, self.name, block_ms)
         except rx.ResponseError as exc:
             if "NOGROUP" in str(exc):
@@ -150,6 +154,7 @@ class Consumer:
         return handled
 
     async def _dispatch(self, entry: Entry, stop: asyncio.Event) -> None:
+        self._in_flight.add((entry.partition, entry.entry_id))
         try:
             while True:
                 try:
@@ -166,6 +171,7 @@ class Consumer:
                     log.warning("fan-out batch hit a store outage (%s); retrying", exc)
                     await asyncio.sleep(RETRY_PAUSE_S)
         finally:
+            self._in_flight.discard((entry.partition, entry.entry_id))
             self._slots.release()
 
     def _acker(self, entry: Entry) -> Ack:
@@ -186,6 +192,21 @@ class Consumer:
         if entries:
             log.warning("reclaimed %d fan-out entries from stopped workers", len(entries))
             await self._store.queue.count(partition, Counter.RECLAIMED, len(entries))
+        return entries
+
+    async def _recover(self, partition: int) -> list[Entry]:
+        """Own entries this consumer never received (their reply was lost), checked about once
+        a second, once they have waited OWN_STALL_MS; entries being processed are skipped."""
+        now = time.monotonic()
+        if now - self._last_recover.get(partition, 0.0) < RECOVER_EVERY_S:
+            return []
+        self._last_recover[partition] = now
+        stall_ms = min(self._claim_idle_ms, OWN_STALL_MS)
+        entries = [e for e in await self._store.queue.stalled(partition, self.name, stall_ms,
+                                                               RECLAIM_BATCH)
+                   if (partition, e.entry_id) not in self._in_flight]
+        if entries:
+            log.warning("picked up %d fan-out entries this worker never received", len(entries))
         return entries
 
     async def _observe_queue(self) -> None:

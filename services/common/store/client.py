@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -62,7 +62,23 @@ class ReplicationTimeout(rx.ConnectionError):
 
 def is_outage(exc: BaseException) -> bool:
     """True for failures that mean "the store is unavailable right now, retry"."""
-    return isinstance(exc, TRANSIENT) and not isinstance(exc, rx.AuthenticationError)
+    if isinstance(exc, TRANSIENT):
+        return not isinstance(exc, rx.AuthenticationError)
+    return _torn_connection(exc)
+
+
+def _torn_connection(exc: BaseException) -> bool:
+    """A connection closed by another task while this one used it (the cluster client closes
+    all its connections after a failover): redis-py then fails inside its connection code
+    with an AttributeError on the writer or reader it just lost. That is a dropped
+    connection, not a bug of ours."""
+    if not isinstance(exc, AttributeError) or exc.__traceback__ is None:
+        return False
+    frame = exc.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_code.co_filename.endswith(("redis/asyncio/connection.py",
+                                                      "redis/_parsers/base.py"))
 
 
 class HiredisPackedConnection(Connection):
@@ -138,6 +154,10 @@ class StoreClient:
                 first, max_connections=max_connections,
                 startup_nodes=[ClusterNode(host, port) for host, port in seeds],
                 require_full_coverage=True,
+                # On MOVED, learn the slot's new owner from the reply. By default every fifth
+                # MOVED closes every connection of the client to reload the map, which cuts off
+                # calls in flight on other tasks (a blocked stream read among them).
+                reinitialize_steps=0,
             )
             if not first.startswith("rediss://"):
                 # redis-py builds every node's connections from these kwargs; there is no
@@ -172,8 +192,8 @@ class StoreClient:
                     raise
                 reloaded = True
                 await self.load_scripts()
-            except TRANSIENT as exc:
-                if time.monotonic() + pause > deadline or isinstance(exc, rx.AuthenticationError):
+            except Exception as exc:
+                if not is_outage(exc) or time.monotonic() + pause > deadline:
                     raise
                 log.debug("store call failed (%s); retrying in %.2fs", exc, pause)
                 await self._refresh_topology()
@@ -186,6 +206,10 @@ class StoreClient:
                 await self.redis.nodes_manager.initialize()
             except Exception as exc:  # every seed down: the next attempt fails and retries
                 log.debug("cluster topology refresh failed: %s", exc)
+
+    async def call(self, method: Callable[[Redis | RedisCluster], Awaitable[Any]]) -> Any:
+        """A redis-py client method (for replies it parses by its arguments), with retries."""
+        return await self._retrying(lambda: method(self.redis))
 
     async def command(self, *args: Any) -> Any:
         """One command; its keys (if several) in one slot."""

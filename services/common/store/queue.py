@@ -159,6 +159,23 @@ class QueueRecords:
         return [Entry(partition, records.text(entry_id), Job.from_fields(fields))
                 for entry_id, fields in entries if fields]
 
+    async def stalled(self, partition: int, consumer: str, min_idle_ms: int,
+                      count: int) -> list[Entry]:
+        """This consumer's own entries, delivered to it but untouched for `min_idle_ms`, now
+        handed to it again. A reply can be lost after the server delivered an entry (the
+        connection dropped, the client sent the read again): the entry then waits, pending,
+        for a consumer that never saw it."""
+        stream = self._layout.stream(partition)
+        pending = await self._client.call(lambda r: r.xpending_range(
+            stream, QUEUE_GROUP, "-", "+", count, consumername=consumer, idle=min_idle_ms))
+        ids = [p["message_id"] for p in pending]
+        if not ids:
+            return []
+        claimed = await self._client.call(
+            lambda r: r.xclaim(stream, QUEUE_GROUP, consumer, min_idle_ms, ids))
+        return [Entry(partition, records.text(entry_id), Job.from_fields(fields))
+                for entry_id, fields in claimed if fields]
+
     async def count(self, partition: int, counter: Counter, amount: int) -> None:
         await self._client.command("HINCRBY", self._layout.queue_stats(partition), counter.value,
                                    amount)
