@@ -72,7 +72,8 @@ def add_commands(subparsers: Any) -> None:
     _graph_args(bench)
     _workload_args(bench)
     bench.set_defaults(func=cmd_bench)
-    sub = bench.add_subparsers(dest="bench_command", metavar="{engine,reads,docs}")
+    sub = bench.add_subparsers(dest="bench_command",
+                               metavar="{engine,reads,cluster,layouts,docs}")
 
     engine = sub.add_parser("engine", help="one worker's inbox writes/s vs pipelined ZADD")
     engine.add_argument("--followers", type=int, default=100_000)
@@ -85,6 +86,8 @@ def add_commands(subparsers: Any) -> None:
                         help="use the Python ZADD loop even if redis-benchmark exists")
     engine.add_argument("--worker-concurrency", type=int, default=None,
                         help="consume loops in the worker (default: the service's setting)")
+    engine.add_argument("--cluster", type=int, default=0, metavar="MASTERS",
+                        help="on an embedded cluster of this many masters (default: one node)")
     engine.add_argument("--out", default=DEFAULT_OUT)
     engine.set_defaults(func=cmd_engine)
 
@@ -98,8 +101,31 @@ def add_commands(subparsers: Any) -> None:
                        help="readers with the same mix, read in turn")
     reads.add_argument("--reads", type=int, default=1000)
     reads.add_argument("--page-size", type=int, default=20)
+    reads.add_argument("--cluster", type=int, default=0, metavar="MASTERS",
+                       help="on an embedded cluster of this many masters (default: one node)")
     reads.add_argument("--out", default=DEFAULT_OUT)
     reads.set_defaults(func=cmd_reads)
+
+    cluster = sub.add_parser(
+        "cluster", help="fan-out and reads on one node and on a 3-master cluster, and balance",
+        description="Run the engine and reads benchmarks on one node and on a 3-master "
+                    "embedded Valkey Cluster, side by side, and measure how evenly the masters "
+                    "share keys and inbox writes.")
+    cluster.add_argument("--followers", type=int, default=100_000)
+    cluster.add_argument("--repeats", type=int, default=3, help="engine repeats per store")
+    cluster.add_argument("--reads", type=int, default=1000, help="GetTimeline calls per store")
+    cluster.add_argument("--out", default=DEFAULT_OUT)
+    cluster.set_defaults(func=cmd_cluster)
+
+    layouts = sub.add_parser(
+        "layouts", help="store cost per post of the fan-out key layouts considered",
+        description="Fan one post out to 10, 100, 1k and 100k followers under each key "
+                    "layout considered for the cluster (bucketed hash tags; per-node calls "
+                    "with the cross-slot flag; the old single-node layout), on one node and "
+                    "on a 3-master cluster; store CPU per post.")
+    layouts.add_argument("--quick", action="store_true", help="N up to 10,000, one repeat")
+    layouts.add_argument("--out", default=None, help="also write the markdown table here")
+    layouts.set_defaults(func=cmd_layouts)
 
     docs = sub.add_parser("docs", help="rerun everything and rewrite docs/benchmarks.md")
     docs.add_argument("--doc", default="docs/benchmarks.md")
@@ -194,9 +220,29 @@ def cmd_engine(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, requests=args.requests,
                         pipeline=args.pipeline, out_dir=args.out,
                         force_python_baseline=args.python_baseline,
-                        worker_concurrency=args.worker_concurrency)
+                        worker_concurrency=args.worker_concurrency, cluster=args.cluster)
     print(format_engine(result))
     print(f"JSON  {Path(args.out) / 'engine.json'}")
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from bench.cluster import format_comparison, run_cluster_comparison
+
+    result = run_cluster_comparison(followers=args.followers, repeats=args.repeats,
+                                    reads=args.reads, out_dir=args.out)
+    print(format_comparison(result))
+    print(f"JSON  {Path(args.out) / 'cluster.json'}")
+    return 0
+
+
+def cmd_layouts(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bench.layouts import main
+
+    asyncio.run(main([*(["--quick"] if args.quick else []),
+                      *(["--out", args.out] if args.out else [])]))
     return 0
 
 
@@ -207,7 +253,7 @@ def cmd_reads(args: argparse.Namespace) -> int:
         push_authors=args.push_authors, pull_authors=args.pull_authors,
         posts_per_author=args.posts_per_author, threshold=args.threshold,
         readers=args.readers, reads=args.reads, page_size=args.page_size)
-    result = run_reads(scenario, out_dir=args.out)
+    result = run_reads(scenario, out_dir=args.out, cluster=args.cluster)
     print(format_reads(result))
     return 0
 

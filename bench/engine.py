@@ -90,11 +90,13 @@ def redis_benchmark_commands(port: int, keyspace: int, requests: int,
                              pipeline: int, cluster: bool = False) -> list[list[str]]:
     base = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-P", str(pipeline),
             "-n", str(requests), "-q", *(["--cluster"] if cluster else [])]
+    # In cluster mode a command's key must carry {tag}, which redis-benchmark fills in with
+    # a tag of each master's slots.
+    key = "bench:{tag}:inbox:__rand_int__" if cluster else "bench:inbox:__rand_int__"
     return [
         [*base, "-t", "zadd"],
         # One sorted set per random key, like fan-out writing into many inboxes.
-        [*base, "-r", str(keyspace), "ZADD", "bench:inbox:__rand_int__", "__rand_int__",
-         "post:__rand_int__"],
+        [*base, "-r", str(keyspace), "ZADD", key, "__rand_int__", "post:__rand_int__"],
     ]
 
 
