@@ -122,7 +122,9 @@ def measure_balance(followers: int, out_dir: Path) -> Balance:
 
 
 def run_cluster_comparison(followers: int = 100_000, repeats: int = 3, reads: int = 1000,
-                           out_dir: str | Path = "bench/out", progress: bool = True) -> Comparison:
+                           out_dir: str | Path = "bench/out", progress: bool = True,
+                           zadd_requests: int = 1_000_000) -> Comparison:
+    """`zadd_requests`: size of the engine's pipelined-ZADD baseline runs."""
     out = Path(out_dir)
     started = time.monotonic()
     engines: dict[str, EngineResult] = {}
@@ -132,11 +134,13 @@ def run_cluster_comparison(followers: int = 100_000, repeats: int = 3, reads: in
         if progress:
             print(f"== {mode}: fan-out engine, {followers:,} followers", flush=True)
         engines[mode] = run_engine(followers=followers, repeats=repeats, out_dir=out,
-                                   progress=progress, cluster=masters, name=f"engine-{mode}")
+                                   progress=progress, cluster=masters, name=f"engine-{mode}",
+                                   requests=zadd_requests)
         if progress:
             print(f"== {mode}: GetTimeline reads", flush=True)
         reads_results[mode] = run_reads(scenario, out_dir=out, name=f"reads-{mode}",
                                         cluster=masters)
+    # (The engine and reads runs above each start and stop their own suite and store.)
     if progress:
         print("== cluster balance", flush=True)
     balance = measure_balance(followers, out)

@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import graph as graphs
 from bench.cli import REAL_GRAPH_THRESHOLD, SYNTHETIC_THRESHOLD
+from bench.cluster import format_comparison, run_cluster_comparison
 from bench.engine import EngineResult, format_engine, run_engine
 from bench.plan import Model, Traffic, format_plan, plan
 from bench.reads import ReadsResult, ReadsScenario, run_reads
@@ -284,9 +285,24 @@ def regenerate(doc: Path, img: Path, out: Path, real_graph: Path,
                  "The worker's rate is the post's inbox writes over the time from its first "
                  "batch starting to its last batch finishing (the worker's own timestamps). Per "
                  "follower the push script does four store operations (activity check, follow "
-                 "check, ZADD, size check), and per batch the worker reads 1,000 followers, "
-                 "builds the keys and acknowledges the batch; the ratio is what that "
+                 "check on the author's followers in that bucket, ZADD, size check); per batch "
+                 "the worker reads up to 1,000 followers of one bucket, builds their keys, "
+                 "makes one script call and acknowledges the batch. The ratio is what that "
                  "costs against bare pipelined ZADD on the same server in the same run.", ""]
+
+    print("== one node against a 3-master cluster", flush=True)
+    cluster = run_cluster_comparison(followers=scale.engine_followers,
+                                     repeats=max(2, scale.engine_repeats - 2),
+                                     reads=scale.reads, out_dir=out)
+    sections += ["## One node against a 3-master Valkey Cluster", "",
+                 "```\nfanline bench cluster\n```", "", "```\n" + format_comparison(cluster) +
+                 "\n```", "",
+                 "The same fan-out engine and GetTimeline runs as above, once on one embedded "
+                 "node and once on an embedded cluster of three masters, all on this machine's "
+                 "cores. Balance: a fresh cluster, the engine's followers loaded, one post "
+                 "fanned out; each master's share of the keys and of the ZADD calls (scripts' "
+                 "included). What these figures mean for sizing a deployment is in "
+                 "[scaling.md](scaling.md).", ""]
 
     print("== GetTimeline latency for given follow mixes", flush=True)
     reads = [run_reads(ReadsScenario(push_authors=p, pull_authors=c, page_size=size,
@@ -339,6 +355,11 @@ def regenerate(doc: Path, img: Path, out: Path, real_graph: Path,
         f"- Fan-out engine: one worker wrote {engine.worker_rate:,.0f} inboxes/s; the same "
         f"server took {engine.zadd_rate:,.0f} pipelined ZADD/s over {engine.followers:,} keys "
         f"({engine.baseline_tool}): ratio {engine.ratio:.2f}.")
+    head_lines.append(
+        f"- 3-master cluster against one node: fan-out {cluster.writes_ratio:.2f}x the inbox "
+        f"writes/s, GetTimeline p99 {cluster.p99_ratio:.2f}x; masters within "
+        f"{max(cluster.balance.keys_deviation, cluster.balance.writes_deviation):.1%} of an "
+        f"even share of keys and writes.")
     first = reads[0]
     head_lines.append(
         f"- GetTimeline, reader following {first.scenario.push_authors} push + "
@@ -368,7 +389,8 @@ def regenerate(doc: Path, img: Path, out: Path, real_graph: Path,
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines) + "\n")
     (out / "headlines.json").write_text(json.dumps(
-        {**heads, "engine": engine.as_dict(), "reads": [r.summary for r in reads]}, indent=1))
+        {**heads, "engine": engine.as_dict(), "reads": [r.summary for r in reads],
+         "cluster": cluster.as_dict()}, indent=1))
     return doc
 
 

@@ -28,6 +28,12 @@ def test_redis_benchmark_commands_cover_one_key_and_many_keys() -> None:
                          "post:__rand_int__"]
 
 
+def test_redis_benchmark_commands_in_cluster_mode_tag_their_keys() -> None:
+    one, many = redis_benchmark_commands(6399, 1000, 10_000, 32, cluster=True)
+    assert "--cluster" in one and "--cluster" in many
+    assert "bench:{tag}:inbox:__rand_int__" in many  # routed to each master's own slots
+
+
 @pytest.mark.e2e
 def test_engine_run_with_the_python_baseline(tmp_path: Path) -> None:
     result = run_engine(followers=3000, repeats=2, batch_size=500, requests=5000,
