@@ -26,7 +26,7 @@ from bench.clients import Stubs, wait_delivered
 from bench.engine import AUTHOR, EngineResult, engine_graph, run_engine
 from bench.load import load_store
 from bench.reads import ReadsResult, ReadsScenario, run_reads
-from bench.suite import PUSH_ONLY_THRESHOLD, node_infos, running_suite, suite_store
+from bench.suite import PUSH_ONLY_THRESHOLD, node_infos, running_suite, store_cpu_s, suite_store
 from services.gen.feed.v1 import post_pb2
 
 MASTERS = 3
@@ -40,6 +40,12 @@ class Balance:
     masters: list[str] = field(default_factory=list)
     keys: list[int] = field(default_factory=list)
     writes: list[int] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # each master's CPU during the fan-out
+
+    @property
+    def cpu_us_per_write(self) -> float:
+        """Store CPU per inbox write, all masters together (what sizing divides by)."""
+        return sum(self.cpu_ms) * 1000 / max(1, sum(self.writes))
 
     @staticmethod
     def deviation(values: list[int]) -> float:
@@ -81,7 +87,8 @@ class Comparison:
             "engine": {k: v.as_dict() for k, v in self.engine.items()},
             "reads": {k: v.as_dict() for k, v in self.reads.items()},
             "balance": {**asdict(self.balance), "keys_deviation": self.balance.keys_deviation,
-                        "writes_deviation": self.balance.writes_deviation},
+                        "writes_deviation": self.balance.writes_deviation,
+                        "cpu_us_per_write": self.balance.cpu_us_per_write},
             "writes_ratio": self.writes_ratio, "p99_ratio": self.p99_ratio,
             "p50_ratio": self.p50_ratio,
         }
@@ -105,15 +112,18 @@ def measure_balance(followers: int, out_dir: Path) -> Balance:
             try:
                 await load_store(store, engine_graph(followers), PUSH_ONLY_THRESHOLD, 0, 800)
                 before = await _commandstat_zadd(await node_infos(store, "commandstats"))
+                cpu_before = await store_cpu_s(store)
                 reply = await stubs.post_stub(0).CreatePost(
                     post_pb2.CreatePostRequest(author_id=AUTHOR, text="balance"), timeout=30)
                 await wait_delivered(stubs, reply.post.post_id, timeout_s=600)
+                cpu_after = await store_cpu_s(store)
                 after = await _commandstat_zadd(await node_infos(store, "commandstats"))
                 keys = {n: int(i["db0"]["keys"]) if isinstance(i.get("db0"), dict) else 0  # type: ignore[index]
                         for n, i in (await node_infos(store, "keyspace")).items()}
                 masters = sorted(after)
                 return Balance(masters, [keys.get(m, 0) for m in masters],
-                               [after[m] - before.get(m, 0) for m in masters])
+                               [after[m] - before.get(m, 0) for m in masters],
+                               [(cpu_after[m] - cpu_before.get(m, 0.0)) * 1000 for m in masters])
             finally:
                 await stubs.close()
                 await store.close()
@@ -178,6 +188,11 @@ def format_comparison(c: Comparison) -> str:
         f"    inbox writes per master  {', '.join(f'{w:,}' for w in b.writes)}   "
         f"max deviation {b.writes_deviation:.1%} "
         f"({_verdict(b.writes_deviation <= BALANCE_GOAL)} of ±{BALANCE_GOAL:.0%})",
+        f"    store CPU per master     {', '.join(f'{m:,.0f} ms' for m in b.cpu_ms)}   "
+        f"{b.cpu_us_per_write:.1f} µs per inbox write",
+        f"  store CPU per GetTimeline (µs, all masters) "
+        f"{c.reads['single'].store_cpu_us_per_read:8.0f} "
+        f"{c.reads['cluster'].store_cpu_us_per_read:12.0f}",
         f"  engine repeats {single.repeats} (medians); reads {c.reads['single'].scenario.reads} "
         f"per store; {c.seconds:.0f} s in all",
     ]

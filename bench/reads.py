@@ -22,7 +22,7 @@ from bench.clients import Stubs, wait_drained
 from bench.graph import Graph
 from bench.load import load_store
 from bench.stats import summarize
-from bench.suite import running_suite, suite_store
+from bench.suite import running_suite, store_cpu_s, suite_store
 from services.gen.feed.v1 import post_pb2, timeline_pb2, timeline_pb2_grpc
 from services.launcher import Suite
 
@@ -48,6 +48,7 @@ class ReadsResult:
     pull_entry_share: float = 0.0
     partial: int = 0
     setup_s: float = 0.0
+    store_cpu_us_per_read: float = 0.0  # the store's CPU (all primaries) per measured read
     summary: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -95,6 +96,17 @@ async def _setup(s: ReadsScenario, graph: Graph, suite: Suite) -> None:
         await store.close()
 
 
+def _store_cpu(suite: Suite) -> float:
+    async def read() -> float:
+        store = await suite_store(suite)
+        try:
+            return sum((await store_cpu_s(store)).values())
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
 def run_reads(s: ReadsScenario, out_dir: str | Path = "bench/out",
               name: str | None = None, cluster: int = 0) -> ReadsResult:
     """`cluster`: run on an embedded cluster of that many masters (0: one node)."""
@@ -105,12 +117,15 @@ def run_reads(s: ReadsScenario, out_dir: str | Path = "bench/out",
     with running_suite(s.threshold, 1, out / "logs" / "reads", cluster=cluster) as suite:
         asyncio.run(_setup(s, graph, suite))
         result.setup_s = time.monotonic() - started
+        cpu_before = 0.0
         with grpc.insecure_channel(suite.timeline_addr) as channel:
             stub = timeline_pb2_grpc.TimelineServiceStub(channel)
             entries = pulled = 0
             for n in range(s.warmup + s.reads):
                 request = timeline_pb2.GetTimelineRequest(
                     user_id=graph.users[n % len(graph.users)], page_size=s.page_size)
+                if n == s.warmup:  # the measured reads start: so does the store's CPU count
+                    cpu_before = _store_cpu(suite)
                 t0 = time.perf_counter()
                 reply = stub.GetTimeline(request, timeout=10)
                 ms = (time.perf_counter() - t0) * 1000
@@ -121,6 +136,7 @@ def run_reads(s: ReadsScenario, out_dir: str | Path = "bench/out",
                 pulled += sum(1 for e in reply.entries
                               if e.source == timeline_pb2.ENTRY_SOURCE_PULL)
                 result.partial += int(reply.partial)
+        result.store_cpu_us_per_read = (_store_cpu(suite) - cpu_before) * 1e6 / max(1, s.reads)
     result.entries_mean = entries / max(1, s.reads)
     result.pull_entry_share = pulled / max(1, entries)
     summary = summarize(result.latencies_ms)

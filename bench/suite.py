@@ -74,3 +74,9 @@ async def server_version(store: Store) -> str:
     name = "valkey" if "valkey_version" in info else "redis"
     kind = f", cluster of {len(infos)} masters" if store.client.cluster else ""
     return f"{name} {info.get('valkey_version') or info.get('redis_version')}{kind}"
+
+
+async def store_cpu_s(store: Store) -> dict[str, float]:
+    """CPU seconds (user + system) each primary has used since it started."""
+    return {name: float(info["used_cpu_user"]) + float(info["used_cpu_sys"])  # type: ignore[arg-type]
+            for name, info in (await node_infos(store, "cpu")).items()}
