@@ -220,17 +220,21 @@ QUICK = Scale(users=400, celebrity_followers=2_000, duration_s=3, max_edges=4_00
               read_threshold=50, synthetic_thresholds=(1_000, 200), real_thresholds=(20, 50))
 
 
-def git_revision() -> str:
-    """The commit measured, and whether the tree differed from it (read-only git calls)."""
+def git_revision(outputs: tuple[Path, ...] = ()) -> str:
+    """The commit measured, and whether the tree differed from it (read-only git calls).
+    `outputs`: what this run rewrites itself (the doc, the charts), which do not count."""
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # never touch the index
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=True, env=env).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, env=env).stdout
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, env=env).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-    return rev + (" with uncommitted changes" if dirty.strip() else "")
+    mine = [str(p).rstrip("/") for p in outputs]
+    changed = [line[3:] for line in status.splitlines()
+               if not any(line[3:] == m or line[3:].startswith(m + "/") for m in mine)]
+    return rev + (" with uncommitted changes" if changed else "")
 
 
 def regenerate(doc: Path, img: Path, out: Path, real_graph: Path,
@@ -378,7 +382,7 @@ def regenerate(doc: Path, img: Path, out: Path, real_graph: Path,
         f"- {machine['os']}, Python {machine['python']}",
         f"- Store: {versions['store']} (embedded, no persistence); redis-benchmark: "
         f"{versions['redis-benchmark']}",
-        f"- Code: commit {git_revision()}",
+        f"- Code: commit {git_revision((doc, img))}",
         "- The store, the three services, one fan-out worker and the load generator all share "
         "these cores, so absolute figures are low; the comparisons are the point.",
         f"- Run on {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.", "",
