@@ -4,6 +4,7 @@ Valkey Cluster, side by side, and how evenly the cluster's masters share keys an
 - Fan-out: `fanline bench engine` on each store (one worker process, one author with N active
   followers): the worker's inbox writes/s, median of the repeats.
 - Reads: `fanline bench reads` on each store (GetTimeline, concurrency 1): p50 and p99.
+- Memory: on an empty node, bytes per inbox entry (1,000 full inboxes) and per follow edge.
 - Balance: on a fresh cluster, N active followers loaded, one post fanned out; per master, its
   share of the keys (DBSIZE) and of the inbox writes (ZADD calls, from INFO commandstats,
   which counts commands run by scripts too). Deviation = the largest |share - mean share| /
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +29,9 @@ from bench.engine import AUTHOR, EngineResult, engine_graph, run_engine
 from bench.load import load_store
 from bench.reads import ReadsResult, ReadsScenario, run_reads
 from bench.suite import PUSH_ONLY_THRESHOLD, node_infos, running_suite, store_cpu_s, suite_store
+from services.common.embedded import EmbeddedStore
+from services.common.store import Store
+from services.common.store.bulk import BulkLoad
 from services.gen.feed.v1 import post_pb2
 
 MASTERS = 3
@@ -62,11 +67,52 @@ class Balance:
 
 
 @dataclass
+class Memory:
+    bytes_per_inbox_entry: float = 0.0  # in full (800-entry) inboxes
+    bytes_per_follow_edge: float = 0.0  # its three copies, with the follower's activity stamp
+
+
+async def _used_memory(store: Store) -> int:
+    return sum(int(i["used_memory"]) for i in (await node_infos(store, "memory")).values())  # type: ignore[arg-type]
+
+
+def measure_memory(inboxes: int = 1000, follows: int = 100, followers: int = 10_000) -> Memory:
+    """Store memory per inbox entry and per follow edge, from a bulk load into an empty node."""
+
+    async def go(url: str) -> Memory:
+        store = await Store.open("single", url, 64, 8, 1000)
+        try:
+            base = await _used_memory(store)
+            bulk = await BulkLoad.open(store.client, store.layout)
+            ids = [bulk.post_id(400_000_000_000 + i, f"author{i % 64}") for i in range(800)]
+            for n in range(inboxes):
+                await bulk.inbox(f"reader{n:06d}", ids)
+            await bulk.close()
+            with_inboxes = await _used_memory(store)
+            rnd = random.Random(1)
+            authors = [f"author{i:05d}" for i in range(followers // 10)]
+            following = {f"fan{i:06d}": rnd.sample(authors, follows) for i in range(followers)}
+            bulk = await BulkLoad.open(store.client, store.layout)
+            await bulk.follows(following)
+            await bulk.activate(following, int(time.time()))
+            await bulk.close()
+            with_graph = await _used_memory(store)
+            return Memory((with_inboxes - base) / (inboxes * len(ids)),
+                          (with_graph - with_inboxes) / (followers * follows))
+        finally:
+            await store.close()
+
+    with EmbeddedStore() as server:
+        return asyncio.run(go(server.url))
+
+
+@dataclass
 class Comparison:
     followers: int
     engine: dict[str, EngineResult]
     reads: dict[str, ReadsResult]
     balance: Balance
+    memory: Memory = field(default_factory=Memory)
     seconds: float = 0.0
 
     @property
@@ -89,6 +135,7 @@ class Comparison:
             "balance": {**asdict(self.balance), "keys_deviation": self.balance.keys_deviation,
                         "writes_deviation": self.balance.writes_deviation,
                         "cpu_us_per_write": self.balance.cpu_us_per_write},
+            "memory": asdict(self.memory),
             "writes_ratio": self.writes_ratio, "p99_ratio": self.p99_ratio,
             "p50_ratio": self.p50_ratio,
         }
@@ -154,7 +201,9 @@ def run_cluster_comparison(followers: int = 100_000, repeats: int = 3, reads: in
     if progress:
         print("== cluster balance", flush=True)
     balance = measure_balance(followers, out)
-    result = Comparison(followers, engines, reads_results, balance, time.monotonic() - started)
+    memory = measure_memory()
+    result = Comparison(followers, engines, reads_results, balance, memory,
+                        time.monotonic() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cluster.json").write_text(json.dumps(result.as_dict(), indent=1))
     return result
@@ -193,6 +242,8 @@ def format_comparison(c: Comparison) -> str:
         f"  store CPU per GetTimeline (µs, all masters) "
         f"{c.reads['single'].store_cpu_us_per_read:8.0f} "
         f"{c.reads['cluster'].store_cpu_us_per_read:12.0f}",
+        f"  store memory: {c.memory.bytes_per_inbox_entry:.0f} B per inbox entry (full inboxes), "
+        f"{c.memory.bytes_per_follow_edge:.0f} B per follow edge (its three copies)",
         f"  engine repeats {single.repeats} (medians); reads {c.reads['single'].scenario.reads} "
         f"per store; {c.seconds:.0f} s in all",
     ]

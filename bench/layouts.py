@@ -673,7 +673,10 @@ def cheapest(cells: list[Cell]) -> str:
 
 def report(cells: list[Cell], repeats: int, elapsed_s: float) -> str:
     return "\n".join([
-        "## Fan-out store cost per post by key layout",
+        "# Fan-out store cost per post by key layout",
+        "",
+        "Made by `fanline bench layouts --out docs/layout-costs.md` (`python -m bench.layouts`); "
+        "why the bucketed layout was chosen: [scaling.md](scaling.md).",
         "",
         f"Per post, median of {repeats} repeat(s) of `posts` posts; every follower active; inboxes "
         f"pre-filled with {PREFILL} entries (cap {INBOX_CAP}, never reached: no trims); ≤{BATCH} "

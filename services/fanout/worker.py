@@ -16,10 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.common import metrics, telemetry
+from services.common.clock import now_ms
 from services.common.config import Settings
 from services.common.store import Store
 from services.common.store.graph import FanoutStart
-from services.common.store.queue import Acked, Entry, now_ms
+from services.common.store.queue import Acked, Entry
 from services.common.store.records import (
     Counter,
     DeliveryState,

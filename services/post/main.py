@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from services.common import clients
+from services.common.clock import now_ms
 from services.common.config import Settings
 from services.common.pagination import PageTokens
 from services.common.server import for_service
 from services.common.store import open_store
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.post.outbox import Outbox
-from services.post.posts import Posts, now_ms
+from services.post.posts import Posts
 from services.post.servicer import PostServicer
 
 

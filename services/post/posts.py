@@ -3,18 +3,14 @@ fan-out through the outbox."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
+from services.common.clock import now_ms
 from services.common.errors import NotFound, PermissionDenied
 from services.common.store import Store
 from services.common.store.records import HandOff, OutboxEntry
 from services.gen.feed.v1 import post_pb2
 from services.post.outbox import Outbox
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Posts:

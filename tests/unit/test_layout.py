@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from services.common.store.layout import (
+    EPOCH_MS,
     SLOTS,
     Layout,
     LayoutError,
-    id_floor_for_ms,
     id_time,
     slot_of,
     spread_tags,
@@ -49,7 +49,7 @@ def test_every_key_of_a_user_is_in_one_slot_and_users_spread_over_buckets() -> N
                 layout.followers(user), layout.author_posts(user), layout.request(user, "r1"),
                 layout.outbox(bucket), layout.last_post_id(bucket), layout.pull_authors(bucket),
                 layout.merged_authors(bucket), layout.events(bucket),
-                layout.local_followers(bucket, "some-author"), layout.user_bucket_key(user)]
+                layout.local_followers(bucket, "some-author")]
         assert len({slot_of(k) for k in keys}) == 1, user
     buckets = [layout.bucket_of_user(u) for u in USERS]
     assert len(set(buckets)) == 64
@@ -90,10 +90,13 @@ def test_unusable_counts_are_refused(buckets: int, partitions: int) -> None:
         Layout(buckets, partitions)
 
 
-def test_post_ids_carry_their_time() -> None:
-    floor = id_floor_for_ms(1_790_000_000_000)
-    assert id_time(floor).timestamp() == pytest.approx(1_790_000_000, abs=0.001)
-    assert id_floor_for_ms(1_790_000_000_001) == floor + 4096
+def test_post_ids_carry_their_time_and_bucket() -> None:
+    layout = Layout(256, 8)
+    post_id = layout.compose_post_id(1_790_000_000_000 - EPOCH_MS, 3, 200)
+    assert id_time(post_id).timestamp() == pytest.approx(1_790_000_000, abs=0.001)
+    assert layout.bucket_of_post(post_id) == 200
+    assert layout.compose_post_id(1_790_000_000_001 - EPOCH_MS, 0, 0) > post_id  # time first
+    assert post_id < 2**53 and layout.compose_post_id(2**41 - 1, 15, 255) < 2**53
 
 
 @pytest.mark.parametrize(("followers", "buckets", "batch"),

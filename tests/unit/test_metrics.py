@@ -12,13 +12,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from services.common import metrics, telemetry
+from services.common.clock import now_ms
 from services.common.config import Settings
 from services.common.store import Store
 from services.fanout.app import build_fanout, build_worker
 from services.fanout.queue import Consumer
 from services.fanout.service import Fanout
 from services.gen.feed.v1 import post_pb2
-from services.post.posts import now_ms
 from services.timeline.cursor import FIRST_PAGE
 from services.timeline.reader import TimelineReader
 

@@ -40,6 +40,7 @@ RETRY_BUDGET_S = 2.0  # transient failures are retried this long before the call
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 0.4
 REPLICAS_REFRESH_S = 5.0
+TOPOLOGY_REFRESH_S = 0.1
 
 # Failures that end by themselves: the store restarting, a failover, a slot moving, a full
 # connection pool. Callers see them as UNAVAILABLE once the retry budget is spent.
@@ -135,6 +136,7 @@ class StoreClient:
         self._wait_ms = wait_ms
         self._replicas = 0
         self._replicas_read_at = -REPLICAS_REFRESH_S
+        self._topology_read_at = -TOPOLOGY_REFRESH_S
 
     @classmethod
     def connect(cls, mode: str, url: str, max_connections: int = 64, wait_replicas: int = 0,
@@ -201,11 +203,18 @@ class StoreClient:
                 pause = min(pause * 2, RETRY_MAX_S)
 
     async def _refresh_topology(self) -> None:
-        if isinstance(self.redis, RedisCluster):
-            try:
-                await self.redis.nodes_manager.initialize()
-            except Exception as exc:  # every seed down: the next attempt fails and retries
-                log.debug("cluster topology refresh failed: %s", exc)
+        """Re-read the cluster's slot map (at most every TOPOLOGY_REFRESH_S: when a node
+        fails, every call in flight lands here at once)."""
+        if not isinstance(self.redis, RedisCluster):
+            return
+        now = time.monotonic()
+        if now - self._topology_read_at < TOPOLOGY_REFRESH_S:
+            return
+        self._topology_read_at = now
+        try:
+            await self.redis.nodes_manager.initialize()
+        except Exception as exc:  # every seed down: the next attempt fails and retries
+            log.debug("cluster topology refresh failed: %s", exc)
 
     async def call(self, method: Callable[[Redis | RedisCluster], Awaitable[Any]]) -> Any:
         """A redis-py client method (for replies it parses by its arguments), with retries."""

@@ -19,10 +19,6 @@ class ReaderState:
     following: list[str] | None  # when no candidates were given: the reader's follow list
 
 
-def _upper(before_id: int | None) -> str:
-    return f"({before_id}" if before_id is not None else "+inf"
-
-
 class InboxRecords:
     def __init__(self, client: StoreClient, layout: Layout) -> None:
         self._client = client
@@ -79,7 +75,7 @@ class InboxRecords:
 
     async def read(self, user_id: str, before_id: int | None, limit: int) -> list[int]:
         return records.decode_ids(await self._client.command(
-            "ZREVRANGEBYSCORE", self._layout.inbox(user_id), _upper(before_id), "-inf",
+            "ZREVRANGEBYSCORE", self._layout.inbox(user_id), records.score_below(before_id), "-inf",
             "LIMIT", 0, limit))
 
     async def all_ids(self, user_id: str) -> list[int]:

@@ -184,10 +184,6 @@ class Layout:
         mode changes), so timeline processes drop stale cached state at once."""
         return self._in_bucket(bucket, "events")
 
-    def user_bucket_key(self, user_id: str) -> str:
-        """Any key in the user's bucket: names the slot (and node) of a user's bucket."""
-        return self.last_post_id(self.bucket_of_user(user_id))
-
     # -- fan-out queue partitions ------------------------------------------------------------
 
     def stream(self, partition: int) -> str:
@@ -227,8 +223,3 @@ def id_time(post_id: int) -> datetime:
     """The creation instant encoded in a post id."""
     ms = (post_id >> ID_LOW_BITS) + EPOCH_MS
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def id_floor_for_ms(unix_ms: int) -> int:
-    """The smallest id that can be issued at or after `unix_ms`."""
-    return max(0, unix_ms - EPOCH_MS) << ID_LOW_BITS

@@ -32,10 +32,6 @@ class Created:
     is_new: bool
 
 
-def _upper(before_id: int | None) -> str:
-    return f"({before_id}" if before_id is not None else "+inf"
-
-
 class PostRecords:
     def __init__(self, client: StoreClient, layout: Layout) -> None:
         self._client = client
@@ -116,7 +112,7 @@ class PostRecords:
     async def author_ids(self, author_id: str, before_id: int | None, limit: int) -> list[int]:
         """An author's post ids below `before_id`, newest first."""
         return records.decode_ids(await self._client.command(
-            "ZREVRANGEBYSCORE", self._layout.author_posts(author_id), _upper(before_id), "-inf",
+            "ZREVRANGEBYSCORE", self._layout.author_posts(author_id), records.score_below(before_id), "-inf",
             "LIMIT", 0, limit,
         ))
 
@@ -126,7 +122,7 @@ class PostRecords:
         if not author_ids:
             return []
         replies = await self._client.batch([
-            ("ZREVRANGEBYSCORE", self._layout.author_posts(a), _upper(before_id), "-inf",
+            ("ZREVRANGEBYSCORE", self._layout.author_posts(a), records.score_below(before_id), "-inf",
              "LIMIT", 0, limit)
             for a in author_ids
         ])

@@ -7,12 +7,12 @@ enqueueing, queueing the next batches and acknowledging are single-slot scripts.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.exceptions as rx
 
+from services.common.clock import now_ms
 from services.common.store import records, scripts
 from services.common.store.client import Call, StoreClient
 from services.common.store.layout import QUEUE_GROUP, Layout
@@ -55,10 +55,6 @@ class Entry:
     partition: int
     entry_id: str
     job: Job
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class QueueRecords:

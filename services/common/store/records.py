@@ -24,10 +24,13 @@ def decode_post(raw: bytes) -> post_pb2.Post:
     return post_pb2.Post.FromString(raw)
 
 
-def inbox_member(post_id: int) -> tuple[str, int]:
-    """An inbox (or author list) entry: the post id as member, the post id as score, so a
-    range by score is a range by time and a member is never duplicated."""
-    return str(post_id), post_id
+# An inbox (or author list) entry is the post id as member and as score, so a range by score
+# is a range by time and a member is never duplicated; scripts write it (`ZADD key id id`).
+
+
+def score_below(before_id: int | None) -> str:
+    """The score bound of entries older than `before_id` (all of them for None)."""
+    return f"({before_id}" if before_id is not None else "+inf"
 
 
 def decode_ids(raw: list[bytes]) -> list[int]:
