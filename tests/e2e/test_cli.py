@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import redis.cluster
 
-from services.common.embedded import free_port
+from services.common.embedded import EmbeddedCluster, free_port
 from services.launcher import healthy
 from tests.conftest import wait_for
 
@@ -35,6 +36,29 @@ def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm(flags: tuple[
             proc.kill()
     assert store in out and addrs["TIMELINE"] in out and "stopped" in out
     assert not any(healthy(a, timeout_s=0.2) for a in addrs.values())
+
+
+def test_fanline_up_uses_a_cluster_the_caller_started() -> None:
+    addrs = {name: f"127.0.0.1:{free_port()}" for name in ("POST", "FANOUT", "TIMELINE", "WORKER")}
+    with EmbeddedCluster(3) as cluster:
+        env = {**os.environ, **{f"FANLINE_{k}_ADDR": v for k, v in addrs.items()},
+               "FANLINE_LOG_LEVEL": "WARNING", "FANLINE_REDIS_MODE": "cluster",
+               "FANLINE_REDIS_URL": cluster.url}
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for addr in addrs.values():
+                wait_for(lambda a=addr: healthy(a), 30, message=f"{addr} healthy")
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 0, out
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        # It started no store of its own: the one it was given holds its layout record.
+        assert f"store     {cluster.url}\n" in out and "embedded" not in out
+        with redis.cluster.RedisCluster.from_url(cluster.url.split(",")[0]) as client:
+            assert client.hgetall("fl:layout") == {b"buckets": b"64", b"partitions": b"8"}
 
 
 def test_fanline_demo_tells_the_story() -> None:
