@@ -15,15 +15,14 @@ from services.launcher import healthy
 from tests.conftest import wait_for
 
 
-@pytest.mark.parametrize(("flags", "store"), [((), "(embedded)"),
-                                             (("--cluster", "3"), "(embedded cluster: 3 masters)")])
-def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm(flags: tuple[str, ...],
-                                                                   store: str) -> None:
+def run_up(flags: tuple[str, ...] = (), **env: str) -> tuple[str, dict[str, str]]:
+    """`fanline up` until every process is healthy, then SIGTERM: (its output, the addresses)."""
     addrs = {name: f"127.0.0.1:{free_port()}" for name in ("POST", "FANOUT", "TIMELINE", "WORKER")}
-    env = {**os.environ, **{f"FANLINE_{k}_ADDR": v for k, v in addrs.items()},
-           "FANLINE_LOG_LEVEL": "WARNING"}
-    env.pop("FANLINE_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", *flags], env=env,
+    full = {**os.environ, **{f"FANLINE_{k}_ADDR": v for k, v in addrs.items()},
+            "FANLINE_LOG_LEVEL": "WARNING", **env}
+    if "FANLINE_REDIS_URL" not in env:
+        full.pop("FANLINE_REDIS_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", *flags], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for addr in addrs.values():
@@ -34,27 +33,21 @@ def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm(flags: tuple[
     finally:
         if proc.poll() is None:
             proc.kill()
+    return out, addrs
+
+
+@pytest.mark.parametrize(("flags", "store"), [((), "(embedded)"),
+                                             (("--cluster", "3"), "(embedded cluster: 3 masters)")])
+def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm(flags: tuple[str, ...],
+                                                                   store: str) -> None:
+    out, addrs = run_up(flags)
     assert store in out and addrs["TIMELINE"] in out and "stopped" in out
     assert not any(healthy(a, timeout_s=0.2) for a in addrs.values())
 
 
 def test_fanline_up_uses_a_cluster_the_caller_started() -> None:
-    addrs = {name: f"127.0.0.1:{free_port()}" for name in ("POST", "FANOUT", "TIMELINE", "WORKER")}
     with EmbeddedCluster(3) as cluster:
-        env = {**os.environ, **{f"FANLINE_{k}_ADDR": v for k, v in addrs.items()},
-               "FANLINE_LOG_LEVEL": "WARNING", "FANLINE_REDIS_MODE": "cluster",
-               "FANLINE_REDIS_URL": cluster.url}
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            for addr in addrs.values():
-                wait_for(lambda a=addr: healthy(a), 30, message=f"{addr} healthy")
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-            assert proc.returncode == 0, out
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        out, _ = run_up(FANLINE_REDIS_MODE="cluster", FANLINE_REDIS_URL=cluster.url)
         # It started no store of its own: the one it was given holds its layout record.
         assert f"store     {cluster.url}\n" in out and "embedded" not in out
         with redis.cluster.RedisCluster.from_url(cluster.url.split(",")[0]) as client:

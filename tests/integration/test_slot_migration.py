@@ -12,7 +12,7 @@ import redis
 
 from services.common.embedded import EmbeddedCluster
 from services.common.store.layout import slot_of
-from tests.conftest import CLUSTER_MASTERS, StoreServer
+from tests.conftest import CLUSTER_MASTERS, StoreServer, async_wait_for
 from tests.integration.conftest import Stack
 
 FOLLOWERS = [f"mv{i:03d}" for i in range(300)]
@@ -78,10 +78,7 @@ async def test_fanout_survives_its_buckets_slot_moving(make_stack,
         records = await store.queue.deliveries([int(p.post_id) for p in posts])
         return all(r is not None and r.state and r.state.value == "delivered" for r in records)
 
-    for _ in range(600):
-        if await delivered():
-            break
-        await asyncio.sleep(0.05)
+    await async_wait_for(delivered, 30, message="every post delivered")
     stop.set()
     await worker
     records = await store.queue.deliveries([int(p.post_id) for p in posts])

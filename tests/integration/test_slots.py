@@ -98,8 +98,15 @@ class Recorder:
         except OSError:
             return b""
 
-    def close(self) -> list[Command]:
-        time.sleep(0.2)  # let the last lines arrive (a recording tail, not a synchronisation)
+    def close(self, port: int) -> list[Command]:
+        """Stop once a marker sent after everything else has been recorded."""
+        marker = "fanline-slot-test-end"
+        with redis.Redis(port=port) as client:
+            client.echo(marker)
+        deadline = time.monotonic() + 10
+        while not any(marker.encode() in line for line in list(self._lines)):
+            assert time.monotonic() < deadline, "MONITOR did not record the end marker"
+            time.sleep(0.01)
         self._sock.close()
         self._thread.join(timeout=5)
         commands = []
@@ -180,7 +187,7 @@ async def test_every_command_and_script_stays_in_one_slot(make_stack,
     stack: Stack = await make_stack(fanout_batch_size=4, celebrity_threshold=30,
                                     claim_idle_ms=1)
     await exercise(stack)
-    commands = recorder.close()
+    commands = recorder.close(store_server.server.port)
     assert len(commands) > 500
 
     server = redis.Redis(port=store_server.server.port, decode_responses=True)
