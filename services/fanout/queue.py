@@ -187,8 +187,9 @@ class Consumer:
         if now - self._last_claim.get(partition, 0.0) < self._claim_idle_ms / 4000:
             return []
         self._last_claim[partition] = now
-        entries = await self._store.queue.claim(partition, self.name, self._claim_idle_ms,
-                                                RECLAIM_BATCH)
+        entries = [e for e in await self._store.queue.claim(partition, self.name,
+                                                            self._claim_idle_ms, RECLAIM_BATCH)
+                   if (partition, e.entry_id) not in self._in_flight]  # our own slow batches
         if entries:
             log.warning("reclaimed %d fan-out entries from stopped workers", len(entries))
             await self._store.queue.count(partition, Counter.RECLAIMED, len(entries))
