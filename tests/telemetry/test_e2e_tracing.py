@@ -56,8 +56,10 @@ def one(spans: list[ExportedSpan], match: Callable[[ExportedSpan], bool]) -> Exp
     return found[0]
 
 
-def test_traces_of_the_write_and_read_paths(make_suite: Callable[..., Suite],
-                                            collector: Collector) -> None:
+def test_traces_of_the_write_and_read_paths(collector: Collector,
+                                            make_suite: Callable[..., Suite]) -> None:
+    # The collector is set up first, so it is stopped last: the suite's processes flush their
+    # last spans to it on the way out instead of retrying against a closed port.
     suite = make_suite(
         workers=1,
         OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
