@@ -12,17 +12,23 @@ from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 
 
 class Hydrator:
-    def __init__(self, posts: post_pb2_grpc.PostServiceStub, size: int, ttl_s: float) -> None:
+    def __init__(self, posts: post_pb2_grpc.PostServiceStub, size: int, ttl_s: float,
+                 fetch_limit_s: float) -> None:
         self._posts = posts
         self.cache = BoundedMemoryCache(size, ttl=ttl_s, namespace="b:")
         # Single flight per post id: a body already being fetched for one reader is awaited by
-        # the others, so N readers of one fresh post cost one BatchGetPosts, not N.
+        # the others, so N readers of one fresh post cost one BatchGetPosts, not N. A fetch
+        # runs in a task of its own, limited to `fetch_limit_s`: the reader that started it can
+        # be cancelled or give up without failing or delaying the others.
+        self._fetch_limit_s = fetch_limit_s
         self._inflight: dict[str, asyncio.Future[post_pb2.Post | None]] = {}
+        self._fetches: set[asyncio.Task[None]] = set()
         self.hits = 0
         self.misses = 0
 
     async def bodies(self, post_ids: Sequence[int], timeout_s: float) -> dict[int, post_pb2.Post]:
-        """Bodies of the posts that exist; deleted ones are simply absent."""
+        """Bodies of the posts that exist; deleted ones are simply absent. Raises TimeoutError
+        when they take longer than `timeout_s`, or the fetch's error."""
         if not post_ids:
             return {}
         keys = [str(i) for i in post_ids]
@@ -38,45 +44,59 @@ class Hydrator:
         if not missing:
             return found
         joined = [k for k in missing if k in self._inflight]
-        mine = [k for k in missing if k not in self._inflight]
-        waits = {k: self._inflight[k] for k in joined}
-        if joined:  # fetched by a concurrent read: no BatchGetPosts of our own for them
+        if joined:  # fetched for a concurrent read: no BatchGetPosts of our own for them
             telemetry.current_span().set_attribute("fanline.hydrate.joined", len(joined))
+        mine = [k for k in missing if k not in self._inflight]
         if mine:
-            found.update((int(k), p) for k, p in (await self._fetch(mine, timeout_s)).items())
+            self._start_fetch(mine)
+        waits = {k: self._inflight[k] for k in missing}
+        _, pending = await asyncio.wait(waits.values(), timeout=timeout_s)
+        if pending:
+            raise TimeoutError(f"{len(pending)} bodies not fetched within {timeout_s:.3f}s")
         for key, future in waits.items():
-            post = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            if future.cancelled():  # the process is stopping
+                raise TimeoutError("body fetch stopped")
+            post = future.result()  # the fetch's error, if it failed
             if post is not None:
                 found[int(key)] = post
         return found
 
-    async def _fetch(self, keys: list[str], timeout_s: float) -> dict[str, post_pb2.Post]:
+    def _start_fetch(self, keys: list[str]) -> None:
         loop = asyncio.get_running_loop()
         futures = {k: loop.create_future() for k in keys}
         self._inflight.update(futures)
+        task = asyncio.create_task(self._fetch(futures))
+        self._fetches.add(task)
+        task.add_done_callback(self._fetches.discard)
+
+    async def _fetch(self, futures: dict[str, asyncio.Future[post_pb2.Post | None]]) -> None:
         try:
             reply = await self._posts.BatchGetPosts(
-                post_pb2.BatchGetPostsRequest(post_ids=keys), timeout=timeout_s
+                post_pb2.BatchGetPostsRequest(post_ids=list(futures)), timeout=self._fetch_limit_s
             )
             if reply.posts:
                 await self.cache.multi_set([(p.post_id, p) for p in reply.posts])
             by_id = {p.post_id: p for p in reply.posts}
             for key, future in futures.items():
                 future.set_result(by_id.get(key))
-            return by_id
-        except BaseException as exc:
+        except asyncio.CancelledError:
             for future in futures.values():
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for future in futures.values():
+                if not future.done():
                     future.set_exception(exc)
                     future.exception()  # marks it retrieved; each waiter re-raises it
-            raise
         finally:
-            for key in keys:
-                self._inflight.pop(key, None)
+            for key, future in futures.items():
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+
+    async def stop(self) -> None:
+        for task in list(self._fetches):
+            task.cancel()
+        await asyncio.gather(*self._fetches, return_exceptions=True)
 
     def is_cached(self, post_id: int) -> bool:
         return str(post_id) in self.cache

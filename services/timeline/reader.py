@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 SEEN_REFRESH_S = 3600  # a read refreshes the reader's activity stamp at most this often
 MIN_HYDRATE_S = 0.05  # bodies are worth waiting a little for even when sources used the budget
+DEADLINE_MARGIN_S = 0.01  # of a caller's deadline, left for the reply to get back
+# A load shared by concurrent readers (a pulled list, the merged authors, bodies) may take this
+# long, retries through a failover included; each reader waits for it only within its budget.
+SHARED_LOAD_LIMIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,9 @@ class TimelineReader:
         self._store = store
         self._settings = settings
         self._budget_s = settings.timeline_budget_ms / 1000
-        self.sources = Sources(store, settings.pull_cache_ttl_ms / 1000)
-        self.hydrator = Hydrator(posts, settings.body_cache_size, settings.body_cache_ttl_s)
+        self.sources = Sources(store, settings.pull_cache_ttl_ms / 1000, SHARED_LOAD_LIMIT_S)
+        self.hydrator = Hydrator(posts, settings.body_cache_size, settings.body_cache_ttl_s,
+                                 SHARED_LOAD_LIMIT_S)
         self.rebuilder = InboxRebuilder(
             store, settings.inbox_max, settings.rebuild_posts_per_author,
             settings.rebuild_max_following,
@@ -62,6 +67,7 @@ class TimelineReader:
                 await self._events_task
         for task in list(self._background):
             task.cancel()
+        await self.hydrator.stop()
 
     def _spawn(self, coro: object) -> asyncio.Task[object]:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -91,10 +97,20 @@ class TimelineReader:
 
     # -- the read ----------------------------------------------------------------------------
 
-    async def read(self, user_id: str, page_size: int, cursor: Cursor) -> TimelinePage:
+    def budget_s(self, caller_remaining_s: float | None) -> float:
+        """The read's budget: the configured one, or less when the caller's own deadline is
+        nearer (less a margin for the reply to travel back)."""
+        if caller_remaining_s is None:
+            return self._budget_s
+        return max(0.0, min(self._budget_s, caller_remaining_s - DEADLINE_MARGIN_S))
+
+    async def read(self, user_id: str, page_size: int, cursor: Cursor,
+                   caller_remaining_s: float | None = None) -> TimelinePage:
+        """`caller_remaining_s`: time left before the caller's deadline (None: no deadline)."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._budget_s
+        budget_s = self.budget_s(caller_remaining_s)
+        deadline = loop.time() + budget_s
         merged = await self.sources.merged_authors()
         seen, pulled_authors = await self.sources.reader_state(
             user_id, merged, self._settings.rebuild_max_following
@@ -108,7 +124,7 @@ class TimelineReader:
             rebuild = self._spawn(
                 telemetry.traced("timeline.rebuild", None, self.rebuilder.rebuild, user_id, merged)
             )
-            done, _ = await asyncio.wait({rebuild}, timeout=self._budget_s / 2)
+            done, _ = await asyncio.wait({rebuild}, timeout=budget_s / 2)
             if not done:
                 regime = Regime.ARCHIVE
         elif seen < now - SEEN_REFRESH_S:
@@ -133,7 +149,9 @@ class TimelineReader:
                 user_id, page_size, cursor.before_id, deadline
             )
 
-        remaining = max(MIN_HYDRATE_S, deadline - loop.time())
+        # Bodies are worth waiting a little for even when the sources used the budget, but
+        # never past the caller's deadline.
+        remaining = max(min(MIN_HYDRATE_S, budget_s), deadline - loop.time())
         try:
             with telemetry.span("timeline.hydrate", {"fanline.hydrate.ids": len(page.entries)}):
                 bodies = await self.hydrator.bodies([pid for pid, _ in page.entries], remaining)

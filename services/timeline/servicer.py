@@ -22,7 +22,7 @@ class TimelineServicer(timeline_pb2_grpc.TimelineServiceServicer):
         user_id = validation.user_id(request.user_id, "user_id")
         page_size = validation.page_size(request.page_size)
         cursor = cursors.decode(self._tokens, user_id, request.page_token)
-        page = await self._reader.read(user_id, page_size, cursor)
+        page = await self._reader.read(user_id, page_size, cursor, context.time_remaining())
         token = cursors.encode(self._tokens, user_id, page.next_cursor) if page.next_cursor else ""
         return timeline_pb2.GetTimelineResponse(
             entries=[timeline_pb2.TimelineEntry(post=p, source=int(s)) for p, s in page.entries],

@@ -9,7 +9,7 @@ import bisect
 import time
 
 from services.common import metrics, telemetry
-from services.common.cache import BoundedMemoryCache, get_or_load
+from services.common.cache import BoundedMemoryCache, SingleFlight, get_or_load
 from services.common.config import PAGE_SIZE_MAX
 from services.common.store import Store
 from services.common.store.records import Counter
@@ -24,16 +24,20 @@ MERGED_LOOKUP_MAX = 256
 
 
 class Sources:
-    def __init__(self, store: Store, pull_ttl_s: float) -> None:
+    def __init__(self, store: Store, pull_ttl_s: float, load_limit_s: float) -> None:
+        """`load_limit_s`: how long a store read shared by concurrent readers may take."""
         self._store = store
         self.pulled_cache = BoundedMemoryCache(PULLED_CACHE_KEYS, ttl=pull_ttl_s, namespace="pl:")
         self.merged_cache = BoundedMemoryCache(4, ttl=pull_ttl_s, namespace="ma:")
+        self._pulled_loads: SingleFlight[tuple[int, ...]] = SingleFlight(load_limit_s)
+        self._merged_loads: SingleFlight[frozenset[str]] = SingleFlight(load_limit_s)
         self.pulled_hits = 0
         self.pulled_misses = 0
 
     async def merged_authors(self) -> frozenset[str]:
         """Authors whose lists timelines merge (PULL, or demoted and still backfilling)."""
-        value, _ = await get_or_load(self.merged_cache, "all", self._store.graph.merged_authors)
+        value, _ = await get_or_load(self.merged_cache, self._merged_loads, "all",
+                                     self._store.graph.merged_authors)
         return value
 
     async def reader_state(
@@ -68,7 +72,7 @@ class Sources:
         async def load() -> tuple[int, ...]:
             return tuple(await self.author_list(author_id, None, RECENT_LIST_LEN))
 
-        recent, hit = await get_or_load(self.pulled_cache, author_id, load)
+        recent, hit = await get_or_load(self.pulled_cache, self._pulled_loads, author_id, load)
         if hit:
             self.pulled_hits += 1
         else:
