@@ -7,13 +7,16 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
-import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from services.common.config import ConfigError, load_settings
+from services.common.config import ConfigError, Settings, load_settings
 
 SERVE_ROLES = ("post", "fanout", "worker", "timeline")
+DEFAULT_DATA_DIR = "fanline-data"
+STORE_CHECK_S = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replicas per master of the embedded cluster (default 0)")
     up.add_argument("--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
                     help="send traces and metrics here (e.g. http://127.0.0.1:4317)")
+    up.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                    help="where the embedded store keeps its data (append-only file, fsync every "
+                         f"second); default ./{DEFAULT_DATA_DIR}")
+    up.add_argument("--ephemeral", action="store_true",
+                    help="a throwaway embedded store: nothing is kept when fanline up stops "
+                         "(an embedded cluster always is)")
 
     demo = sub.add_parser("demo", help="play a small story and print a timeline")
     demo.add_argument("--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""))
@@ -80,19 +89,61 @@ def _otlp_env(endpoint: str) -> dict[str, str]:
     return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint} if endpoint else {}
 
 
-def _up(args: argparse.Namespace) -> int:
-    from services.launcher import Suite
+def _fail(message: str, code: int = 2) -> int:
+    print(f"fanline: {message}", file=sys.stderr)
+    return code
+
+
+def _busy(addresses: dict[str, str]) -> str | None:
+    """The first address something else already listens on, with the setting that names it."""
+    for setting, addr in addresses.items():
+        host, _, port = addr.rpartition(":")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+            try:
+                sock.bind((host, int(port)))
+            except OSError as exc:
+                return f"{addr} ({setting}) cannot be used: {exc.strerror or exc}"
+    return None
+
+
+def _store_unreachable(settings: Settings) -> str | None:
+    """Why the configured store cannot be used, or None."""
+    from services.common.store import open_store
+
+    async def check() -> None:
+        store = await asyncio.wait_for(open_store(settings, max_connections=2), STORE_CHECK_S)
+        await store.close()
 
     try:
-        load_settings()
+        asyncio.run(check())
+    except Exception as exc:  # every cause ends the same way: one line, non-zero exit
+        return (f"cannot use the store at {settings.redis_url} (FANLINE_REDIS_URL): "
+                f"{exc or type(exc).__name__}")
+    return None
+
+
+def _up(args: argparse.Namespace) -> int:
+    from services.common.embedded import EmbeddedStore
+    from services.launcher import Suite, Supervisor
+
+    try:
+        settings = load_settings()
     except ConfigError as exc:
-        print(f"fanline: {exc}", file=sys.stderr)
-        return 2
-    if args.cluster < 0 or args.replicas < 0 or (args.replicas and not args.cluster):
-        print("fanline: --cluster must be positive, and --replicas needs --cluster", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    if args.workers < 0 or args.cluster < 0 or args.replicas < 0 or (args.replicas and not args.cluster):
+        return _fail("--workers and --cluster must not be negative, and --replicas needs --cluster")
+    persistent = not (args.ephemeral or args.cluster or settings.redis_url)
     suite = Suite(workers=args.workers, extra_env=_otlp_env(args.otlp_endpoint), free_ports=False,
-                  cluster_masters=args.cluster, cluster_replicas=args.replicas)
+                  cluster_masters=args.cluster, cluster_replicas=args.replicas,
+                  data_dir=args.data_dir if persistent else None)
+    busy = _busy(suite.addresses())
+    if busy:
+        return _fail(busy)
+    if settings.redis_url:
+        unreachable = _store_unreachable(settings)
+        if unreachable:
+            return _fail(unreachable)
     stop = False
 
     def request_stop(*_: object) -> None:
@@ -101,24 +152,36 @@ def _up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with suite:
+    try:
+        suite.start()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        return _fail(f"the suite did not start: {exc}", 1)
+    try:
         kind = ""
         if suite.store is not None:
             kind = f" (embedded cluster: {args.cluster} masters)" if args.cluster else " (embedded)"
-        print(f"store     {suite.redis_url}{kind}")
+        pid = f" pid {suite.store.pid}" if isinstance(suite.store, EmbeddedStore) else ""
+        print(f"store     {suite.redis_url}{kind}{pid}")
+        if persistent:
+            print(f"data      {Path(args.data_dir).resolve()} (append-only, fsync every second; "
+                  "delete it to start empty)")
+        elif suite.store is not None:
+            print("data      none: the embedded store is thrown away when fanline up stops")
         print(f"post      {suite.post_addr}")
         print(f"fanout    {suite.fanout_addr}")
         print(f"timeline  {suite.timeline_addr}")
         print(f"workers   {args.workers}")
+        for name, proc in suite.procs.items():
+            print(f"          {name} pid {proc.pid}")
         if args.otlp_endpoint:
             print(f"traces -> {args.otlp_endpoint}; Jaeger UI: http://127.0.0.1:16686")
         print("Ctrl-C stops everything.", flush=True)
-        while not stop:
-            time.sleep(0.2)
-            for name, proc in suite.procs.items():
-                if proc.poll() is not None and not stop:
-                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
-                    stop = True
+        reason = Supervisor(suite, lambda line: print(f"fanline: {line}", flush=True)).run(
+            lambda: stop)
+    finally:
+        suite.stop()
+    if reason:
+        return _fail(f"{reason}; stopped everything", 1)
     print("stopped")
     return 0
 

@@ -8,6 +8,7 @@ the same binary as a real multi-node Valkey Cluster (slots, replicas, failover).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -29,44 +30,68 @@ def server_binary() -> Path:
     return binary
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, and that this process has not handed out before: a
+    suite picks its processes' ports before they bind them, so the same free port must not
+    go to two of them."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class EmbeddedStore:
-    """Start with `start()`, stop with `stop()`; `url` is the redis:// address."""
+    """Start with `start()`, stop with `stop()`; `url` is the redis:// address.
 
-    def __init__(self, port: int | None = None, maxmemory: str = "0") -> None:
+    With `data_dir` the store keeps its data there across restarts: an append-only file,
+    fsynced every second (a crash loses at most the last second of writes). Without it the
+    store is a throwaway in a temporary directory, with no persistence at all (tests, demos).
+    """
+
+    def __init__(self, port: int | None = None, maxmemory: str = "0",
+                 data_dir: str | Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._maxmemory = maxmemory
-        self._dir = tempfile.mkdtemp(prefix="fanline-store-")
+        self.data_dir = Path(data_dir).resolve() if data_dir else None
+        if self.data_dir:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._dir = str(self.data_dir) if self.data_dir else tempfile.mkdtemp(prefix="fanline-store-")
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 10.0) -> EmbeddedStore:
-        # No persistence: the embedded store is for demos and tests, and fork-based saves
-        # would only cost time.
+    def start(self, timeout_s: float = 30.0) -> EmbeddedStore:
+        os.makedirs(self._dir, exist_ok=True)  # a throwaway store's directory goes at stop()
+        persistence = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.data_dir
+                       else ["--appendonly", "no"])
+        log = open(os.path.join(self._dir, "valkey.log"), "ab") if self.data_dir else None
         self._proc = subprocess.Popen(
             [
                 str(server_binary()),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
+                # Snapshots would only fork the process; the append-only file is the copy kept.
                 "--save", "",
-                "--appendonly", "no",
+                *persistence,
                 "--dir", self._dir,
                 "--maxmemory", self._maxmemory,
                 "--loglevel", "warning",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
         )
+        if log:
+            log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"valkey-server exited with {self._proc.returncode}")
-            if self._ping():
+            if self._ping():  # answers -LOADING until its data is back in memory
                 return self
             time.sleep(0.02)
         self.stop()
@@ -84,20 +109,25 @@ class EmbeddedStore:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def exit_status(self) -> int | None:
+        """None while the server runs; its exit status once it has stopped."""
+        return self._proc.poll() if self._proc else None
+
     def flushall(self) -> None:
         """Empty the store (tests that share one server)."""
         _command("127.0.0.1", self.port, "FLUSHALL")
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
+            self._proc.terminate()  # with persistence, the server flushes its file first
             try:
-                self._proc.wait(timeout=5)
+                self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if not self.data_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedStore:
         return self.start()

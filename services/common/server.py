@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Connections are closed (gracefully) after this age so clients re-resolve and spread across
 # new pods: HTTP/2 otherwise pins a client to the pods it first reached.
+DEPENDENCY_CHECK_S = 1.0  # how often a process checks what it depends on (the store)
 MAX_CONNECTION_AGE_MS = 30_000
 MAX_CONNECTION_AGE_GRACE_MS = 10_000
 
@@ -95,6 +96,8 @@ class GrpcServer:
         self._grace_s = grace_s
         self._drain_s = drain_s
         self._shutdown_hooks: list[Hook] = []
+        self._dependencies: list[tuple[str, Callable[[], Awaitable[bool]], float]] = []
+        self._watchers: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
@@ -110,6 +113,33 @@ class GrpcServer:
         )
         self.port = 0
 
+    def depend_on(self, check: Callable[[], Awaitable[bool]], name: str,
+                  every_s: float = DEPENDENCY_CHECK_S) -> None:
+        """While `check` fails (False, or raises), report NOT_SERVING: load balancers and
+        readiness probes send calls elsewhere until it passes again (the store being away,
+        say). Calls that still arrive get UNAVAILABLE from the error mapping."""
+        self._dependencies.append((name, check, every_s))
+
+    async def _watch(self, name: str, check: Callable[[], Awaitable[bool]], every_s: float) -> None:
+        serving = True
+        while not self._stopped.is_set():
+            try:
+                ok = await asyncio.wait_for(check(), every_s)
+            except Exception:
+                ok = False
+            if ok != serving and not self._stopped.is_set():
+                serving = ok
+                status = (health_pb2.HealthCheckResponse.SERVING if ok
+                          else health_pb2.HealthCheckResponse.NOT_SERVING)
+                for service in ["", *self._service_names]:
+                    await self.health.set(service, status)
+                log.warning("%s %s: health %s", name, "is back" if ok else "unreachable",
+                            "SERVING" if ok else "NOT_SERVING")
+            try:
+                await asyncio.wait_for(self._stopped.wait(), every_s)
+            except TimeoutError:
+                pass
+
     def on_shutdown(self, hook: Hook) -> None:
         """Run `hook` after health went NOT_SERVING and before in-flight calls are awaited."""
         self._shutdown_hooks.append(hook)
@@ -121,6 +151,8 @@ class GrpcServer:
         await self.server.start()
         for name in ["", *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._watchers = [asyncio.create_task(self._watch(*dependency))
+                          for dependency in self._dependencies]
         log.info("serving %s on port %d", ",".join(self._service_names) or "health", self.port)
         return self.port
 
@@ -128,6 +160,7 @@ class GrpcServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
         await self.health.enter_graceful_shutdown()
         if self._drain_s:
             # Still serving, but reporting NOT_SERVING: readiness probes fail and endpoints are

@@ -23,6 +23,7 @@ async def run_api(settings: Settings) -> None:
         [fanout_pb2.DESCRIPTOR.services_by_name["FanoutService"].full_name],
         lambda s: fanout_pb2_grpc.add_FanoutServiceServicer_to_server(servicer, s),
     )
+    server.depend_on(store.client.healthy, "store")
     try:
         await server.run_until_signalled()
     finally:
@@ -35,6 +36,7 @@ async def run_worker(settings: Settings) -> None:
     store = await open_store(settings)
     worker = build_worker(store, settings)
     server = for_service(settings, settings.worker_addr, [], lambda s: None)
+    server.depend_on(store.client.healthy, "store")
     stop = asyncio.Event()
     loop_task = asyncio.create_task(worker.run(stop))
 

@@ -39,6 +39,10 @@ QUEUE_STATS_EVERY_S = 2.0  # how often a worker reads queue depth/pending for th
 RECLAIM_BATCH = 10
 RECOVER_EVERY_S = 1.0
 OWN_STALL_MS = 3000  # an own entry untouched this long was never received (or is stuck)
+HEARTBEAT_S = 1.0  # a worker says it is alive this often ...
+HEARTBEAT_TTL_MS = 3000  # ... and is taken for stopped this long after its last word
+TAKEOVER_EVERY_S = 1.0  # how often each partition's consumers are checked for stopped ones
+TAKEOVER_MIN_IDLE_MS = 1000  # entries claimed from a stopped worker have been idle this long
 RETRY_PAUSE_S = 0.5
 
 
@@ -100,6 +104,7 @@ class Consumer:
         self._claim_idle_ms = claim_idle_ms
         self._last_claim: dict[int, float] = {}
         self._last_recover: dict[int, float] = {}
+        self._last_takeover: dict[int, float] = {}
         self._in_flight: set[tuple[int, str]] = set()
         self._last_stats = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,13 +112,15 @@ class Consumer:
         self.handled = 0
 
     async def _read(self, partition: int, block_ms: int | None) -> list[Entry]:
-        """Reclaimed entries due, then at most one new one. The consumer groups are made on
-        first use, and again if the store lost them (a store restarted empty)."""
+        """Entries of stopped workers and reclaimed ones, then at most one new one. The
+        consumer groups are made on first use, and again if the store lost them (a store
+        restarted empty)."""
         if not self._groups_ready:
             await self._store.queue.ensure_groups()
             self._groups_ready = True
         try:
-            entries = await self._reclaim(partition) + await self._recover(partition)
+            entries = (await self._take_over(partition) + await self._reclaim(partition)
+                       + await self._recover(partition))
             return entries + await self._store.queue.read(partition, self.name, block_ms)
         except rx.ResponseError as exc:
             if "NOGROUP" in str(exc):
@@ -124,8 +131,31 @@ class Consumer:
         partitions = range(self._store.queue.partitions)
         log.info("worker %s consuming %d partitions, %d batches at once", self.name,
                  len(partitions), self._concurrency)
-        await asyncio.gather(*(self._read_loop(p, stop) for p in partitions))
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        heartbeat = asyncio.create_task(self._heartbeat(stop))
+        try:
+            await asyncio.gather(*(self._read_loop(p, stop) for p in partitions))
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            try:  # others take over what is left at once, rather than after the expiry
+                await self._store.queue.farewell(self.name)
+            except Exception as exc:
+                log.warning("could not say goodbye (%s); others take over in %d ms", exc,
+                            HEARTBEAT_TTL_MS)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Tell other workers this one is alive: a worker that stops saying so (killed,
+        frozen, cut off) has its entries taken over within seconds."""
+        while not stop.is_set():
+            try:
+                await self._store.queue.heartbeat(self.name, HEARTBEAT_TTL_MS)
+            except Exception as exc:
+                log.warning("heartbeat failed (%s)", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+            except TimeoutError:
+                pass
 
     async def _read_loop(self, partition: int, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -193,6 +223,32 @@ class Consumer:
         if entries:
             log.warning("reclaimed %d fan-out entries from stopped workers", len(entries))
             await self._store.queue.count(partition, Counter.RECLAIMED, len(entries))
+        return entries
+
+    async def _take_over(self, partition: int) -> list[Entry]:
+        """Entries of the partition's consumers that stopped (no heartbeat), now ours; a
+        stopped consumer holding nothing is removed from the group."""
+        now = time.monotonic()
+        if now - self._last_takeover.get(partition, 0.0) < TAKEOVER_EVERY_S:
+            return []
+        self._last_takeover[partition] = now
+        holding = await self._store.queue.consumers(partition)
+        others = [name for name in holding if name != self.name]
+        if not others:
+            return []
+        alive = await self._store.queue.alive(others)
+        entries: list[Entry] = []
+        for dead in (name for name in others if name not in alive):
+            if holding[dead]:
+                taken = await self._store.queue.take_over(partition, dead, self.name,
+                                                          TAKEOVER_MIN_IDLE_MS, RECLAIM_BATCH)
+                if taken:
+                    log.warning("took over %d fan-out entries of stopped worker %s",
+                                len(taken), dead)
+                    await self._store.queue.count(partition, Counter.RECLAIMED, len(taken))
+                entries += taken
+            else:
+                await self._store.queue.forget_consumer(partition, dead)
         return entries
 
     async def _recover(self, partition: int) -> list[Entry]:

@@ -28,6 +28,7 @@ async def run(settings: Settings) -> None:
         [post_pb2.DESCRIPTOR.services_by_name["PostService"].full_name],
         lambda s: post_pb2_grpc.add_PostServiceServicer_to_server(servicer, s),
     )
+    server.depend_on(store.client.healthy, "store")
     stop_draining = asyncio.Event()
     drainer = asyncio.create_task(outbox.run(stop_draining, now_ms))
 

@@ -24,6 +24,7 @@ async def run(settings: Settings) -> None:
         [timeline_pb2.DESCRIPTOR.services_by_name["TimelineService"].full_name],
         lambda s: timeline_pb2_grpc.add_TimelineServiceServicer_to_server(servicer, s),
     )
+    server.depend_on(store.client.healthy, "store")
     server.on_shutdown(reader.stop)
     try:
         await server.run_until_signalled()

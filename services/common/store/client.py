@@ -137,6 +137,7 @@ class StoreClient:
         self._replicas = 0
         self._replicas_read_at = -REPLICAS_REFRESH_S
         self._topology_read_at = -TOPOLOGY_REFRESH_S
+        self._down = False  # the last call spent the whole retry budget
 
     @classmethod
     def connect(cls, mode: str, url: str, max_connections: int = 64, wait_replicas: int = 0,
@@ -180,13 +181,18 @@ class StoreClient:
     # -- calls -------------------------------------------------------------------------------
 
     async def _retrying(self, attempt: Callable[[], Any]) -> Any:
-        """Run `attempt` until it succeeds, a non-transient error, or the retry budget."""
-        deadline = time.monotonic() + RETRY_BUDGET_S
+        """Run `attempt` until it succeeds, a non-transient error, or the retry budget.
+
+        Once a call has spent the whole budget, the store is taken for down: later calls try
+        once and fail at once (callers get UNAVAILABLE without waiting), until one succeeds."""
+        deadline = time.monotonic() + (0.0 if self._down else RETRY_BUDGET_S)
         pause = RETRY_FIRST_S
         reloaded = False
         while True:
             try:
-                return await attempt()
+                result = await attempt()
+                self._down = False
+                return result
             except rx.NoScriptError:
                 # A node without our scripts (a promoted replica, a flushed cache): load them
                 # everywhere once, then retry.
@@ -195,7 +201,10 @@ class StoreClient:
                 reloaded = True
                 await self.load_scripts()
             except Exception as exc:
-                if not is_outage(exc) or time.monotonic() + pause > deadline:
+                if not is_outage(exc):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    self._down = True
                     raise
                 log.debug("store call failed (%s); retrying in %.2fs", exc, pause)
                 await self._refresh_topology()
@@ -356,6 +365,14 @@ class StoreClient:
         kwargs = self.redis.connection_pool.connection_kwargs
         return {self.node_of(""): Redis(host=kwargs.get("host", "127.0.0.1"),
                                         port=int(kwargs.get("port", 6379)), **_credentials(kwargs))}
+
+    async def healthy(self) -> bool:
+        """The store answers: the node a PING; a cluster CLUSTER INFO with every slot served
+        (cluster_state:ok). No retries: this is what a health check asks."""
+        if isinstance(self.redis, RedisCluster):
+            info = await self.redis.cluster_info()
+            return str(info.get("cluster_state", "")) == "ok"
+        return bool(await self.redis.ping())
 
     async def ready(self) -> None:
         """Connect (and, on a cluster, learn the slot map) or raise."""

@@ -205,6 +205,11 @@ class Layout:
         """Set once the batches after stream entry `entry_id` are queued (no twins on re-runs)."""
         return self._in_partition(partition, f"next:{entry_id}")
 
+    @staticmethod
+    def worker_heartbeat(worker: str) -> str:
+        """Set by a live worker with a short expiry: a consumer without one has stopped."""
+        return f"{PREFIX}:{{w.{worker}}}:alive"
+
     # -- the deployment ----------------------------------------------------------------------
 
     @staticmethod

@@ -172,6 +172,46 @@ class QueueRecords:
         return [Entry(partition, records.text(entry_id), Job.from_fields(fields))
                 for entry_id, fields in claimed if fields]
 
+    # -- liveness and takeover ---------------------------------------------------------------
+
+    async def heartbeat(self, worker: str, ttl_ms: int) -> None:
+        await self._client.command("SET", self._layout.worker_heartbeat(worker), 1, "PX", ttl_ms)
+
+    async def farewell(self, worker: str) -> None:
+        await self._client.command("DEL", self._layout.worker_heartbeat(worker))
+
+    async def consumers(self, partition: int) -> dict[str, int]:
+        """The partition's consumers and how many entries each holds."""
+        stream = self._layout.stream(partition)
+        infos = await self._client.call(lambda r: r.xinfo_consumers(stream, QUEUE_GROUP))
+        return {records.text(c["name"]): int(c["pending"]) for c in infos}
+
+    async def alive(self, workers: Sequence[str]) -> set[str]:
+        """Which of `workers` have a live heartbeat."""
+        replies = await self._client.batch(
+            [("EXISTS", self._layout.worker_heartbeat(w)) for w in workers])
+        return {w for w, live in zip(workers, replies, strict=True) if int(live)}
+
+    async def take_over(self, partition: int, dead: str, heir: str, min_idle_ms: int,
+                        count: int) -> list[Entry]:
+        """A stopped consumer's entries, now `heir`'s. `min_idle_ms` keeps two heirs from
+        both taking one entry: the first claim resets its idle time."""
+        stream = self._layout.stream(partition)
+        pending = await self._client.call(lambda r: r.xpending_range(
+            stream, QUEUE_GROUP, "-", "+", count, consumername=dead))
+        ids = [p["message_id"] for p in pending]
+        if not ids:
+            return []
+        claimed = await self._client.call(
+            lambda r: r.xclaim(stream, QUEUE_GROUP, heir, min_idle_ms, ids))
+        return [Entry(partition, records.text(entry_id), Job.from_fields(fields))
+                for entry_id, fields in claimed if fields]
+
+    async def forget_consumer(self, partition: int, consumer: str) -> None:
+        """Remove a stopped consumer that holds nothing any more."""
+        await self._client.command("XGROUP", "DELCONSUMER", self._layout.stream(partition),
+                                   QUEUE_GROUP, consumer)
+
     async def count(self, partition: int, counter: Counter, amount: int) -> None:
         await self._client.command("HINCRBY", self._layout.queue_stats(partition), counter.value,
                                    amount)
