@@ -73,7 +73,7 @@ def add_commands(subparsers: Any) -> None:
     _workload_args(bench)
     bench.set_defaults(func=cmd_bench)
     sub = bench.add_subparsers(dest="bench_command",
-                               metavar="{engine,reads,cluster,layouts,docs}")
+                               metavar="{engine,reads,cluster,layouts,soak,chaos,docs}")
 
     engine = sub.add_parser("engine", help="one worker's inbox writes/s vs pipelined ZADD")
     engine.add_argument("--followers", type=int, default=100_000)
@@ -126,6 +126,30 @@ def add_commands(subparsers: Any) -> None:
     layouts.add_argument("--quick", action="store_true", help="N up to 10,000, one repeat")
     layouts.add_argument("--out", default=None, help="also write the markdown table here")
     layouts.set_defaults(func=cmd_layouts)
+
+    soak = sub.add_parser(
+        "soak", help="mixed load at 80% of measured capacity for N minutes: errors, RSS, p99",
+        description="Measure what the suite serves on this machine, then offer a share of it "
+                    "as an open-loop stream of reads, posts and follows for N minutes, "
+                    "reporting errors, RSS per process and p50/p99 per minute.")
+    soak.add_argument("--minutes", type=int, default=10)
+    soak.add_argument("--load", type=float, default=0.8, help="share of measured capacity")
+    soak.add_argument("--users", type=int, default=5000)
+    soak.add_argument("--out", default=DEFAULT_OUT)
+    soak.set_defaults(func=cmd_soak)
+
+    chaos = sub.add_parser(
+        "chaos", help="random SIGKILLs of workers, services and the store under load",
+        description="Run a supervised suite with a durable store under a steady stream of "
+                    "posts and reads, kill a random process (worker, service or store) every "
+                    "few seconds, then check every acknowledged post for loss and duplication "
+                    "and report recovery times.")
+    chaos.add_argument("--minutes", type=float, default=3.0)
+    chaos.add_argument("--post-rate", type=float, default=8.0, help="posts/s offered")
+    chaos.add_argument("--read-rate", type=float, default=40.0, help="timeline reads/s offered")
+    chaos.add_argument("--seed", type=int, default=1, help="the kill plan and the load")
+    chaos.add_argument("--out", default=DEFAULT_OUT)
+    chaos.set_defaults(func=cmd_chaos)
 
     docs = sub.add_parser("docs", help="rerun everything and rewrite docs/benchmarks.md")
     docs.add_argument("--doc", default="docs/benchmarks.md")
@@ -256,6 +280,25 @@ def cmd_reads(args: argparse.Namespace) -> int:
     result = run_reads(scenario, out_dir=args.out, cluster=args.cluster)
     print(format_reads(result))
     return 0
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from bench.soak import format_soak, run_soak
+
+    result = run_soak(minutes=args.minutes, load=args.load, users=args.users, out_dir=args.out)
+    print(format_soak(result))
+    print(f"JSON  {Path(args.out) / 'soak.json'}")
+    return 0 if result.passed else 1
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from bench.chaos import format_chaos, run_chaos
+
+    result = run_chaos(minutes=args.minutes, post_rate=args.post_rate,
+                       read_rate=args.read_rate, seed=args.seed, out_dir=args.out)
+    print(format_chaos(result))
+    print(f"JSON  {Path(args.out) / 'chaos.json'}")
+    return 0 if result.passed else 1
 
 
 def cmd_docs(args: argparse.Namespace) -> int:

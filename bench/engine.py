@@ -22,7 +22,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from bench.clients import Stubs, wait_delivered
 from bench.graph import Graph
@@ -87,9 +87,11 @@ def engine_graph(followers: int) -> Graph:
 
 
 def redis_benchmark_commands(port: int, keyspace: int, requests: int,
-                             pipeline: int, cluster: bool = False) -> list[list[str]]:
+                             pipeline: int, cluster: bool = False,
+                             password: str = "") -> list[list[str]]:
     base = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-P", str(pipeline),
-            "-n", str(requests), "-q", *(["--cluster"] if cluster else [])]
+            "-n", str(requests), "-q", *(["--cluster"] if cluster else []),
+            *(["-a", password] if password else [])]
     # In cluster mode a command's key must carry {tag}, which redis-benchmark fills in with
     # a tag of each master's slots.
     key = "bench:{tag}:inbox:__rand_int__" if cluster else "bench:inbox:__rand_int__"
@@ -143,12 +145,13 @@ async def script_rate(store: Store, followers: list[str], batch_size: int,
 
 async def _measure(result: EngineResult, post_addr: str, fanout_addr: str, timeline_addr: str,
                    store: Store, port: int, graph: Graph, inbox_max: int,
-                   requests: int, pipeline: int, progress: bool) -> None:
+                   requests: int, pipeline: int, progress: bool, password: str = "") -> None:
     stubs = Stubs.connect(post_addr, fanout_addr, timeline_addr)
     use_tool = result.baseline_tool == "redis-benchmark"
     commands = redis_benchmark_commands(port, result.followers, requests, pipeline,
-                                        store.client.cluster)
-    result.commands = [" ".join(c) for c in commands] if use_tool else [
+                                        store.client.cluster, password)
+    result.commands = [" ".join("***" if password and a == password else a for a in c)
+                       for c in commands] if use_tool else [
         f"python pipelined ZADD x{requests:,}, {pipeline} per round trip"]
     try:
         for repeat in range(result.repeats):
@@ -201,7 +204,8 @@ def run_engine(followers: int = 100_000, repeats: int = 5, batch_size: int = 100
         env["FANLINE_WORKER_CONCURRENCY"] = str(worker_concurrency)
     concurrency = getattr(load_settings({**os.environ, **env}), "worker_concurrency", 1)
     with running_suite(PUSH_ONLY_THRESHOLD, 1, out / "logs" / name, env, cluster) as suite:
-        port = urlparse(suite.redis_url.split(",")[0]).port or 6379
+        seed = urlparse(suite.redis_url.split(",")[0])
+        port, password = seed.port or 6379, unquote(seed.password or "")
 
         async def go() -> EngineResult:
             store = await suite_store(suite)
@@ -217,7 +221,8 @@ def run_engine(followers: int = 100_000, repeats: int = 5, batch_size: int = 100
                 # Python-bound baseline: fewer requests keep it to seconds.
                 reqs = requests if use_tool else min(requests, 200_000)
                 await _measure(result, suite.post_addr, suite.fanout_addr, suite.timeline_addr,
-                               store, port, graph, inbox_max, reqs, pipeline, progress)
+                               store, port, graph, inbox_max, reqs, pipeline, progress,
+                               password)
                 return result
             finally:
                 await store.close()

@@ -41,6 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a throwaway embedded store: nothing is kept when fanline up stops "
                          "(an embedded cluster always is)")
 
+    token = sub.add_parser(
+        "token", help="print a bearer token for USER, signed with the first FANLINE_JWT_SECRETS",
+        description="Print an HS256 bearer token (metadata `authorization: Bearer <token>`) "
+                    "signed with the first of FANLINE_JWT_SECRETS, for tests, demos and operators.")
+    token.add_argument("user", help="the token's sub: the user the caller acts as")
+    token.add_argument("--scope", action="append", default=[], metavar="SCOPE",
+                       help="a scope to grant (repeatable): fanline.admin, fanline.internal")
+    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS",
+                       help="lifetime in seconds (default 3600)")
+
+    certs = sub.add_parser(
+        "certs", help="write a development CA and certificate to DIR (ca.crt, tls.crt, tls.key)",
+        description="Write a development certificate authority and one certificate signed by "
+                    "it (valid for localhost, 127.0.0.1 and the Kubernetes Service names, for "
+                    "servers and clients) to DIR, for FANLINE_TLS_CA, FANLINE_TLS_CERT and "
+                    "FANLINE_TLS_KEY. For development and tests only.")
+    certs.add_argument("dir", help="directory to write ca.crt, tls.crt and tls.key to")
+
     demo = sub.add_parser("demo", help="play a small story and print a timeline")
     demo.add_argument("--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""))
 
@@ -59,10 +77,11 @@ def _serve(role: str) -> int:
     except ConfigError as exc:
         print(f"fanline: {exc}", file=sys.stderr)
         return 2
+    if not settings.auth:
+        return _fail("FANLINE_AUTH is not set: choose jwt (every call needs a verified token; "
+                     "see docs/security.md) or none (every caller is trusted: development only)")
     if not settings.redis_url:
-        print("fanline: FANLINE_REDIS_URL is not set (use `fanline up` for an embedded store)",
-              file=sys.stderr)
-        return 2
+        return _fail("FANLINE_REDIS_URL is not set (use `fanline up` for an embedded store)")
     logging.basicConfig(
         level=settings.log_level,
         format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s",
@@ -118,9 +137,38 @@ def _store_unreachable(settings: Settings) -> str | None:
     try:
         asyncio.run(check())
     except Exception as exc:  # every cause ends the same way: one line, non-zero exit
-        return (f"cannot use the store at {settings.redis_url} (FANLINE_REDIS_URL): "
+        from services.common.store.client import redacted
+
+        return (f"cannot use the store at {redacted(settings.redis_url)} (FANLINE_REDIS_URL): "
                 f"{exc or type(exc).__name__}")
     return None
+
+
+def _token(args: argparse.Namespace) -> int:
+    from services.common.auth import Keys
+    from services.common.validation import user_id
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if not settings.jwt_secrets:
+        return _fail("FANLINE_JWT_SECRETS is not set: a token is signed with its first secret")
+    if args.ttl <= 0:
+        return _fail("--ttl must be a positive number of seconds")
+    try:
+        user_id(args.user, "USER")
+    except Exception as exc:
+        return _fail(str(exc))
+    keys = Keys(settings.jwt_secrets, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    print(keys.mint(args.user, args.scope, args.ttl))
+    return 0
+
+
+def _auth_line(settings: Settings) -> str:
+    if settings.auth == "jwt":
+        return "auth      jwt: every call needs a bearer token (`fanline token USER` makes one)"
+    return "auth      none: every caller is trusted (FANLINE_AUTH=jwt requires tokens)"
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -161,12 +209,15 @@ def _up(args: argparse.Namespace) -> int:
         if suite.store is not None:
             kind = f" (embedded cluster: {args.cluster} masters)" if args.cluster else " (embedded)"
         pid = f" pid {suite.store.pid}" if isinstance(suite.store, EmbeddedStore) else ""
-        print(f"store     {suite.redis_url}{kind}{pid}")
+        from services.common.store.client import redacted
+
+        print(f"store     {redacted(suite.redis_url)}{kind}{pid}")
         if persistent:
             print(f"data      {Path(args.data_dir).resolve()} (append-only, fsync every second; "
                   "delete it to start empty)")
         elif suite.store is not None:
             print("data      none: the embedded store is thrown away when fanline up stops")
+        print(_auth_line(load_settings(suite.env)))
         print(f"post      {suite.post_addr}")
         print(f"fanout    {suite.fanout_addr}")
         print(f"timeline  {suite.timeline_addr}")
@@ -192,6 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.role)
     if args.command == "up":
         return _up(args)
+    if args.command == "token":
+        return _token(args)
+    if args.command == "certs":
+        from services.common.tls import make_dev_certs
+
+        paths = make_dev_certs(Path(args.dir))
+        print(f"FANLINE_TLS_CA={paths['ca.crt']}\nFANLINE_TLS_CERT={paths['tls.crt']}\n"
+              f"FANLINE_TLS_KEY={paths['tls.key']}")
+        return 0
     if args.command == "demo":
         from services.demo import run_demo
 

@@ -2,7 +2,8 @@
 
 Two ordinary authors (push) and one celebrity (pull), a reader following all three, a crowd
 of fans. Prints the reader's timeline with each entry's source, and what each post cost in
-inbox writes.
+inbox writes. With FANLINE_AUTH=jwt every call carries a token minted for the user making it
+(an operator's for the statistics), and the demo shows a call the rules refuse.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 import grpc
 
 from services.common import config
+from services.common.auth import ADMIN, Keys, keys_for
+from services.common.tls import TlsFiles
 from services.gen.feed.v1 import (
     fanout_pb2,
     fanout_pb2_grpc,
@@ -21,41 +24,66 @@ from services.gen.feed.v1 import (
     timeline_pb2,
     timeline_pb2_grpc,
 )
-from services.launcher import Suite, healthy
+from services.launcher import Suite, healthy, open_channel
 
 DEMO_THRESHOLD = 25  # celebrity threshold of a suite the demo starts itself
 FANS = 30
 
 
-def _wait_delivered(fanout: fanout_pb2_grpc.FanoutServiceStub, post_id: str,
+Metadata = list[tuple[str, str]] | None
+
+
+class Credentials:
+    """Call metadata for acting as a user: a bearer token with FANLINE_AUTH=jwt, else none."""
+
+    def __init__(self, keys: Keys | None) -> None:
+        self._keys = keys
+        self._tokens: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def token(self, user: str, *scopes: str) -> str:
+        assert self._keys is not None
+        return self._tokens.setdefault((user, scopes), self._keys.mint(user, scopes, 600))
+
+    def of(self, user: str, *scopes: str) -> Metadata:
+        if self._keys is None:
+            return None
+        return [("authorization", f"Bearer {self.token(user, *scopes)}")]
+
+
+def _wait_delivered(fanout: fanout_pb2_grpc.FanoutServiceStub, post_id: str, who: Metadata,
                     timeout_s: float = 10) -> fanout_pb2.GetDeliveryResponse:
     deadline = time.monotonic() + timeout_s
     while True:
-        reply = fanout.GetDelivery(fanout_pb2.GetDeliveryRequest(post_id=post_id))
+        reply = fanout.GetDelivery(fanout_pb2.GetDeliveryRequest(post_id=post_id), metadata=who)
         if reply.state == fanout_pb2.DELIVERY_STATE_DELIVERED or time.monotonic() > deadline:
             return reply
         time.sleep(0.02)
 
 
-def play(post_addr: str, fanout_addr: str, timeline_addr: str) -> None:
-    posts = post_pb2_grpc.PostServiceStub(grpc.insecure_channel(post_addr))
-    fanout = fanout_pb2_grpc.FanoutServiceStub(grpc.insecure_channel(fanout_addr))
-    timeline = timeline_pb2_grpc.TimelineServiceStub(grpc.insecure_channel(timeline_addr))
+def play(post_addr: str, fanout_addr: str, timeline_addr: str, keys: Keys | None = None,
+         tls: TlsFiles | None = None) -> None:
+    as_ = Credentials(keys).of
+    posts = post_pb2_grpc.PostServiceStub(open_channel(post_addr, tls))
+    fanout = fanout_pb2_grpc.FanoutServiceStub(open_channel(fanout_addr, tls))
+    timeline = timeline_pb2_grpc.TimelineServiceStub(open_channel(timeline_addr, tls))
     run = f"{int(time.time()) % 100000}"
     alice, bob, star, reader = (f"{n}-{run}" for n in ("alice", "bob", "stella", "reader"))
 
     fans = [f"fan{i:03d}-{run}" for i in range(FANS)]
     for fan in fans:
-        fanout.Follow(fanout_pb2.FollowRequest(follower_id=fan, followee_id=star))
+        fanout.Follow(fanout_pb2.FollowRequest(follower_id=fan, followee_id=star),
+                      metadata=as_(fan))
     for fan in fans[:10]:  # a third of the fans read their feed; the rest are away
-        timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id=fan))
+        timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id=fan), metadata=as_(fan))
     for fan in fans[:20]:  # alice stays below the threshold: PUSH
-        fanout.Follow(fanout_pb2.FollowRequest(follower_id=fan, followee_id=alice))
+        fanout.Follow(fanout_pb2.FollowRequest(follower_id=fan, followee_id=alice),
+                      metadata=as_(fan))
     for followee in (alice, bob, star):
-        fanout.Follow(fanout_pb2.FollowRequest(follower_id=reader, followee_id=followee))
-    timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id=reader))
+        fanout.Follow(fanout_pb2.FollowRequest(follower_id=reader, followee_id=followee),
+                      metadata=as_(reader))
+    timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id=reader), metadata=as_(reader))
 
-    star_info = fanout.GetAuthor(fanout_pb2.GetAuthorRequest(user_id=star))
+    star_info = fanout.GetAuthor(fanout_pb2.GetAuthorRequest(user_id=star), metadata=as_(reader))
     story = [
         (alice, "Morning! Coffee first, then code."),
         (star, "New album out tonight. Thank you all!"),
@@ -65,12 +93,26 @@ def play(post_addr: str, fanout_addr: str, timeline_addr: str) -> None:
     ]
     deliveries: list[tuple[str, fanout_pb2.GetDeliveryResponse]] = []
     for author, text in story:
-        post = posts.CreatePost(post_pb2.CreatePostRequest(author_id=author, text=text)).post
-        deliveries.append((author, _wait_delivered(fanout, post.post_id)))
+        post = posts.CreatePost(post_pb2.CreatePostRequest(author_id=author, text=text),
+                                metadata=as_(author)).post
+        deliveries.append((author, _wait_delivered(fanout, post.post_id, as_(author))))
+
+    if keys is not None:
+        token = Credentials(keys).token(alice)
+        print(f"\nauth: jwt. Each call carries its user's token, e.g. {alice}'s:\n"
+              f"  authorization: Bearer {token[:24]}...{token[-8:]}")
+        try:
+            posts.DeletePost(post_pb2.DeletePostRequest(post_id=post.post_id,
+                                                        author_id=post.author_id),
+                             metadata=as_(bob))
+        except grpc.RpcError as refused:
+            print(f"  {bob} deleting {post.author_id}'s post: {refused.code().name}: "  # type: ignore[attr-defined]
+                  f"{refused.details()}")  # type: ignore[attr-defined]
 
     print(f"\n{star} has {star_info.follower_count} followers -> "
           f"{fanout_pb2.DeliveryMode.Name(star_info.delivery_mode)}")
-    page = timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id=reader, page_size=10))
+    page = timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id=reader, page_size=10),
+                                metadata=as_(reader))
     print(f"\nTimeline of {reader} (newest first):")
     for entry in page.entries:
         source = timeline_pb2.EntrySource.Name(entry.source).removeprefix("ENTRY_SOURCE_")
@@ -88,22 +130,35 @@ def play(post_addr: str, fanout_addr: str, timeline_addr: str) -> None:
         print(f"  write amplification, push posts: {sum(push) / len(push):.1f} writes/post")
     if pull:
         print(f"  write amplification, pull posts: {sum(pull) / len(pull):.1f} writes/post")
-    stats = fanout.GetFanoutStats(fanout_pb2.GetFanoutStatsRequest())
+    stats = fanout.GetFanoutStats(fanout_pb2.GetFanoutStatsRequest(),
+                                  metadata=as_("demo-operator", ADMIN))
     print(f"  whole suite: {stats.posts_published} posts, {stats.inbox_writes} inbox writes, "
           f"amplification {stats.write_amplification:.2f}, "
           f"{stats.inbox_writes_skipped_inactive} writes skipped for inactive followers\n")
 
 
+def _auth_summary(settings: config.Settings) -> str:
+    if settings.auth == "jwt":
+        return "auth: jwt (each call carries a token for the user making it)"
+    return "auth: none, every caller is trusted (FANLINE_AUTH=jwt to require tokens)"
+
+
 def run_demo(extra_env: dict[str, str]) -> int:
     settings = config.load_settings()
-    if all(healthy(a) for a in (settings.post_addr, settings.fanout_addr, settings.timeline_addr)):
+    tls = settings.tls()
+    if all(healthy(a, tls=tls) for a in (settings.post_addr, settings.fanout_addr,
+                                         settings.timeline_addr)):
         print("using the running suite at the configured addresses")
-        play(settings.post_addr, settings.fanout_addr, settings.timeline_addr)
+        print(_auth_summary(settings))
+        play(settings.post_addr, settings.fanout_addr, settings.timeline_addr, keys_for(settings),
+             tls)
         return 0
     env = {"FANLINE_CELEBRITY_THRESHOLD": str(DEMO_THRESHOLD), "FANLINE_LOG_LEVEL": "WARNING",
            **extra_env}
     env.update({k: v for k, v in os.environ.items() if k == "FANLINE_CELEBRITY_THRESHOLD"})
     print(f"starting the suite (embedded store, celebrity threshold {env['FANLINE_CELEBRITY_THRESHOLD']})")
     with Suite(extra_env=env) as suite:
-        play(suite.post_addr, suite.fanout_addr, suite.timeline_addr)
+        print(_auth_summary(settings))
+        play(suite.post_addr, suite.fanout_addr, suite.timeline_addr,
+             keys_for(config.load_settings(suite.env)), suite.tls)
     return 0

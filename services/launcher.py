@@ -8,6 +8,7 @@ fan-out and timeline services, and fan-out workers, each its own process started
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,13 +21,21 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.embedded import EmbeddedCluster, EmbeddedStore, free_port
+from services.common.tls import TlsFiles
 
 ROLES = ("post", "fanout", "timeline")
 
 
-def healthy(addr: str, timeout_s: float = 0.5) -> bool:
+def open_channel(addr: str, tls: TlsFiles | None = None) -> grpc.Channel:
+    """A blocking channel to a suite process: TLS (mutual with a CA) when the suite uses it."""
+    if tls is None:
+        return grpc.insecure_channel(addr)
+    return grpc.secure_channel(addr, tls.channel_credentials())
+
+
+def healthy(addr: str, timeout_s: float = 0.5, tls: TlsFiles | None = None) -> bool:
     try:
-        with grpc.insecure_channel(addr) as channel:
+        with open_channel(addr, tls) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout_s
             )
@@ -49,6 +58,7 @@ class Suite:
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     store: EmbeddedStore | EmbeddedCluster | None = None
+    tls: TlsFiles | None = None  # the suite's certificates, when it uses TLS
     _planned: dict[str, str] = field(default_factory=dict)
 
     def _address(self, name: str, default_port: int) -> str:
@@ -75,9 +85,13 @@ class Suite:
     def start(self, timeout_s: float = 30.0) -> Suite:
         env = dict(os.environ)
         env.update(self.extra_env)
+        if not env.get("FANLINE_AUTH"):
+            env["FANLINE_AUTH"] = "none"  # a local suite trusts its callers unless told otherwise
         env.update({k: v for k, v in self.addresses().items() if k.startswith("FANLINE_")
                     and " " not in k})
         self.env = env
+        self.tls = TlsFiles.read(env.get("FANLINE_TLS_CERT", ""), env.get("FANLINE_TLS_KEY", ""),
+                                 env.get("FANLINE_TLS_CA", ""))
         try:
             if not env.get("FANLINE_REDIS_URL"):
                 if self.cluster_masters:
@@ -85,7 +99,10 @@ class Suite:
                                                  self.cluster_replicas).start()
                     env["FANLINE_REDIS_MODE"] = "cluster"
                 else:
-                    self.store = EmbeddedStore(data_dir=self.data_dir).start()
+                    # A password of its own each start: other local users and processes
+                    # cannot use the store; the suite's processes get it in the URL.
+                    self.store = EmbeddedStore(data_dir=self.data_dir,
+                                               password=secrets.token_urlsafe(24)).start()
                 env["FANLINE_REDIS_URL"] = self.store.url
             for role in ROLES:
                 self._spawn(role, role, {})
@@ -155,7 +172,7 @@ class Suite:
                 proc = self.procs[name]
                 if proc.poll() is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode} during start-up")
-                if healthy(self.addr_of(name)):
+                if healthy(self.addr_of(name), tls=self.tls):
                     waiting.remove(name)
             if waiting and time.monotonic() > deadline:
                 raise TimeoutError(f"not healthy after {timeout_s}s: {', '.join(waiting)}")

@@ -12,12 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from services.common.auth import HMAC_SECRET_MIN_CHARS, load_jwks
 from services.common.store.layout import BUCKETS_MAX, BUCKETS_MIN
+from services.common.tls import TlsFiles
 
 PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100
 TEXT_MAX_CHARS = 1000
 ID_MAX_CHARS = 64
+# Public, so anyone can forge page tokens signed with it: refused with FANLINE_AUTH=jwt.
+DEV_PAGE_TOKEN_SECRET = "fanline-development-page-tokens-not-secret"
 
 
 class ConfigError(ValueError):
@@ -92,6 +96,26 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _auth(value: str) -> str:
+    # Empty means "not chosen": `fanline up` and tests run as `none`; `fanline serve` refuses.
+    if value not in ("", "none", "jwt"):
+        raise ValueError("expected none or jwt")
+    return value
+
+
+def _secrets(value: str) -> tuple[str, ...]:
+    secrets = tuple(s.strip() for s in value.split(",") if s.strip())
+    if any(len(s) < HMAC_SECRET_MIN_CHARS for s in secrets):
+        raise ValueError(f"each secret must be at least {HMAC_SECRET_MIN_CHARS} characters")
+    return secrets
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise ValueError("expected on or off")
+    return value == "on"
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -99,6 +123,7 @@ class Setting:
     default: str
     parse: Callable[[str], Any]
     help: str
+    secret: bool = False  # never echoed in an error message
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -118,6 +143,10 @@ SETTINGS: tuple[Setting, ...] = (
             "loses none"),
     Setting("FANLINE_STORE_WAIT_MS", "store_wait_ms", "500", _int_at_least(1),
             "how long a write waits for its replicas before the call fails with UNAVAILABLE"),
+    Setting("FANLINE_STORE_TIMEOUT_MS", "store_timeout_ms", "2000", _int_at_least(1000),
+            "a store call with no answer for this long (plus FANLINE_STORE_WAIT_MS when it waits "
+            "on replicas) is abandoned and retried, so a paused or cut-off store gives "
+            "UNAVAILABLE, never a hang"),
     Setting("FANLINE_CELEBRITY_THRESHOLD", "celebrity_threshold", "10000", _int_at_least(0),
             "followers at which an author is promoted to PULL delivery"),
     Setting("FANLINE_DEMOTE_RATIO", "demote_ratio", "0.8", _float_in(0.0, 1.0),
@@ -152,16 +181,43 @@ SETTINGS: tuple[Setting, ...] = (
             "TTL of the timeline's in-process cache of pulled lists and author modes"),
     Setting("FANLINE_BODY_CACHE_SIZE", "body_cache_size", "100000", _int_at_least(1),
             "post bodies kept in the timeline process"),
-    Setting("FANLINE_BODY_CACHE_TTL_S", "body_cache_ttl_s", "300", _positive_float,
-            "TTL of cached post bodies (deletes also invalidate at once)"),
+    Setting("FANLINE_BODY_CACHE_TTL_S", "body_cache_ttl_s", "60", _positive_float,
+            "TTL of cached post bodies; it bounds memory, not staleness (deletes invalidate at "
+            "once): a hot body is fetched again once per TTL"),
     Setting("FANLINE_REBUILD_POSTS_PER_AUTHOR", "rebuild_posts_per_author", "50", _int_at_least(1),
             "posts read per followee when rebuilding a returning user's inbox"),
     Setting("FANLINE_REBUILD_MAX_FOLLOWING", "rebuild_max_following", "2000", _int_at_least(1),
             "followees read by one timeline request (rebuild, archive pages, PULL matching)"),
     Setting("FANLINE_OUTBOX_RETRY_MS", "outbox_retry_ms", "500", _int_at_least(10),
             "how often the post service retries hand-offs fan-out has not accepted"),
-    Setting("FANLINE_PAGE_TOKEN_SECRET", "page_token_secret", "fanline-dev-secret", str,
-            "HMAC key for page tokens (set the same value on every replica)"),
+    Setting("FANLINE_AUTH", "auth", "", _auth,
+            "`jwt`: every RPC needs a verified bearer token (docs/security.md); `none`: callers "
+            "are trusted (development). `fanline serve` refuses to start without it"),
+    Setting("FANLINE_JWT_SECRETS", "jwt_secrets", "", _secrets,
+            "HS256 keys, comma-separated, each at least 32 characters: the first signs (the "
+            "suite's internal tokens, `fanline token`), all verify, so keys rotate", secret=True),
+    Setting("FANLINE_JWT_JWKS", "jwt_jwks", "", str,
+            "a JWKS file of the identity provider's public keys: RS256/ES256 user tokens"),
+    Setting("FANLINE_JWT_ISSUER", "jwt_issuer", "", str,
+            "if set, tokens must carry this `iss` (and minted ones do)"),
+    Setting("FANLINE_JWT_AUDIENCE", "jwt_audience", "", str,
+            "if set, tokens must carry this `aud` (and minted ones do)"),
+    Setting("FANLINE_PAGE_TOKEN_SECRETS", "page_token_secrets", DEV_PAGE_TOKEN_SECRET, _secrets,
+            "HMAC keys for page tokens, comma-separated: the first signs, all verify (same "
+            "value on every replica; the default is public and refused with FANLINE_AUTH=jwt)",
+            secret=True),
+    Setting("FANLINE_TLS_CERT", "tls_cert", "", str,
+            "PEM certificate (chain) of this process: every listener and every channel to "
+            "another service uses TLS (docs/security.md)"),
+    Setting("FANLINE_TLS_KEY", "tls_key", "", str, "PEM private key of FANLINE_TLS_CERT"),
+    Setting("FANLINE_TLS_CA", "tls_ca", "", str,
+            "PEM CA bundle: servers then require client certificates it issued (mutual TLS) "
+            "and clients trust only servers it issued"),
+    Setting("FANLINE_HEALTH_PORT", "health_port", "0", _int_at_least(0),
+            "with TLS: also serve gRPC health (only health) in plain text on this port, for "
+            "Kubernetes probes, which cannot speak TLS (0 = off)"),
+    Setting("FANLINE_REFLECTION", "reflection", "on", _on_off,
+            "gRPC server reflection (grpcurl, buf curl); off in the prod overlay"),
     Setting("FANLINE_SHUTDOWN_GRACE_S", "shutdown_grace_s", "10", _positive_float,
             "on SIGTERM: time in-flight calls get before the server stops"),
     Setting("FANLINE_SHUTDOWN_DRAIN_S", "shutdown_drain_s", "0", _non_negative_float,
@@ -181,6 +237,7 @@ class Settings:
     queue_partitions: int
     store_wait_replicas: int
     store_wait_ms: int
+    store_timeout_ms: int
     celebrity_threshold: int
     demote_ratio: float
     inbox_max: int
@@ -202,7 +259,17 @@ class Settings:
     rebuild_posts_per_author: int
     rebuild_max_following: int
     outbox_retry_ms: int
-    page_token_secret: str
+    auth: str
+    jwt_secrets: tuple[str, ...]
+    jwt_jwks: str
+    jwt_issuer: str
+    jwt_audience: str
+    page_token_secrets: tuple[str, ...]
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
+    health_port: int
+    reflection: bool
     shutdown_grace_s: float
     shutdown_drain_s: float
     metrics_port: int
@@ -213,6 +280,10 @@ class Settings:
         if not self.bind_host:
             return own_addr
         return f"{self.bind_host}:{own_addr.rpartition(':')[2]}"
+
+    def tls(self) -> TlsFiles | None:
+        """The certificate files (read now), or None when TLS is off."""
+        return TlsFiles.read(self.tls_cert, self.tls_key, self.tls_ca)
 
     def with_overrides(self, **changes: Any) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -230,7 +301,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         try:
             values[setting.attr] = setting.parse(raw)
         except ValueError as exc:
-            problems.append(f"{setting.env}={raw!r}: {exc}")
+            shown = "(hidden)" if setting.secret else repr(raw)
+            problems.append(f"{setting.env}={shown}: {exc}")
     if not problems:
         problems += _cross_checks(values)
     if problems:
@@ -246,6 +318,24 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
                         f"FANLINE_STORE_BUCKETS ({values['store_buckets']})")
     if values["redis_mode"] == "single" and "," in values["redis_url"]:
         problems.append("FANLINE_REDIS_URL: a list of seed nodes needs FANLINE_REDIS_MODE=cluster")
+    if not values["page_token_secrets"]:
+        problems.append("FANLINE_PAGE_TOKEN_SECRETS: must name at least one secret")
+    if values["jwt_jwks"]:
+        try:
+            load_jwks(values["jwt_jwks"])
+        except ValueError as exc:
+            problems.append(f"FANLINE_JWT_JWKS: {exc}")
+    try:
+        TlsFiles.read(values["tls_cert"], values["tls_key"], values["tls_ca"])
+    except ValueError as exc:
+        problems.append(str(exc))
+    if values["auth"] == "jwt":
+        if not values["jwt_secrets"]:
+            problems.append("FANLINE_JWT_SECRETS: FANLINE_AUTH=jwt needs at least one secret "
+                            "(the services sign their calls to each other with it)")
+        if DEV_PAGE_TOKEN_SECRET in values["page_token_secrets"]:
+            problems.append("FANLINE_PAGE_TOKEN_SECRETS: FANLINE_AUTH=jwt refuses the public "
+                            "development default; set secrets of your own")
     return problems
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 
 def server_binary() -> Path:
@@ -55,9 +56,12 @@ class EmbeddedStore:
     """
 
     def __init__(self, port: int | None = None, maxmemory: str = "0",
-                 data_dir: str | Path | None = None) -> None:
+                 data_dir: str | Path | None = None, password: str | None = None) -> None:
+        """`password`: clients must AUTH with it (it is part of `url`)."""
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        secret = f":{quote(password, safe='')}@" if password else ""
+        self.url = f"redis://{secret}127.0.0.1:{self.port}/0"
         self._maxmemory = maxmemory
         self.data_dir = Path(data_dir).resolve() if data_dir else None
         if self.data_dir:
@@ -81,6 +85,7 @@ class EmbeddedStore:
                 "--dir", self._dir,
                 "--maxmemory", self._maxmemory,
                 "--loglevel", "warning",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
@@ -99,10 +104,9 @@ class EmbeddedStore:
 
     def _ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
+            return bool(_command("127.0.0.1", self.port, "PING", timeout_s=0.2,
+                                 password=self.password) == "PONG")
+        except (OSError, ClusterCommandError):  # not up yet, or -LOADING its data
             return False
 
     @property
@@ -115,7 +119,7 @@ class EmbeddedStore:
 
     def flushall(self) -> None:
         """Empty the store (tests that share one server)."""
-        _command("127.0.0.1", self.port, "FLUSHALL")
+        _command("127.0.0.1", self.port, "FLUSHALL", password=self.password)
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
@@ -178,12 +182,15 @@ def _read_reply(stream: BinaryIO) -> Any:
     raise ConnectionError(f"unexpected RESP reply {line[:40]!r}")
 
 
-def _command(host: str, port: int, *args: object, timeout_s: float = 2.0) -> Any:
+def _command(host: str, port: int, *args: object, timeout_s: float = 2.0,
+             password: str | None = None) -> Any:
     """One command on a fresh connection (RESP2). Short-lived connections never go stale when a
     node is killed or restarted; on loopback they cost well under a millisecond."""
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(_encode(args))
+        sock.sendall((_encode(("AUTH", password)) if password else b"") + _encode(args))
         with sock.makefile("rb") as stream:
+            if password:
+                _read_reply(stream)
             return _read_reply(stream)
 
 

@@ -20,9 +20,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import telemetry
+from services.common.access import AccessInterceptor
+from services.common.auth import Keys, keys_for
 from services.common.config import Settings
 from services.common.errors import DomainError
 from services.common.store import is_outage
+from services.common.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +62,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             try:
                 return await inner(request, context)
             except DomainError as exc:
-                status = exc.to_status()
-                await context.abort(
-                    exc.code,
-                    exc.message,
-                    trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
-                )
+                status = exc.to_grpc_status()
+                await context.abort(status.code, status.details, status.trailing_metadata)
             except Exception as exc:
                 if not is_outage(exc):
                     raise
@@ -78,6 +77,11 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+# Health service name for liveness probes: SERVING while the process runs, whatever its
+# dependencies say. Restarting a pod does not bring its store back, so a store outage should
+# take pods out of rotation (readiness, service "") without restarting them all.
+LIVENESS = "liveness"
+
 Registrar = Callable[[grpc.aio.Server], None]
 Hook = Callable[[], Awaitable[None]]
 
@@ -90,6 +94,10 @@ class GrpcServer:
         register: Registrar,
         grace_s: float,
         drain_s: float = 0.0,
+        keys: Keys | None = None,
+        reflection_on: bool = True,
+        tls: TlsFiles | None = None,
+        health_port: int = 0,
     ) -> None:
         self._bind_addr = bind_addr
         self._service_names = list(service_names)
@@ -99,18 +107,26 @@ class GrpcServer:
         self._dependencies: list[tuple[str, Callable[[], Awaitable[bool]], float]] = []
         self._watchers: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        self._tls = tls
         self.health = health.aio.HealthServicer()
+        # Plain-text health only, for probes that cannot speak TLS (Kubernetes' gRPC probes).
+        self._health_addr = (f"{bind_addr.rpartition(':')[0]}:{health_port}"
+                             if tls is not None and health_port else "")
+        self._health_server: grpc.aio.Server | None = None
         self.server = grpc.aio.server(
             # Tracing outermost: its span then sees the status (and rich details) that
             # ErrorMappingInterceptor's abort sets.
-            interceptors=[*telemetry.server_interceptors(), ErrorMappingInterceptor()],
+            # Access last: it sees the request, and refuses before any servicer code runs.
+            interceptors=[*telemetry.server_interceptors(), ErrorMappingInterceptor(),
+                          *([AccessInterceptor(keys)] if keys is not None else [])],
             options=SERVER_OPTIONS,
         )
         register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        if reflection_on:
+            reflection.enable_server_reflection(
+                [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            )
         self.port = 0
 
     def depend_on(self, check: Callable[[], Awaitable[bool]], name: str,
@@ -145,11 +161,21 @@ class GrpcServer:
         self._shutdown_hooks.append(hook)
 
     async def start(self) -> int:
-        self.port = self.server.add_insecure_port(self._bind_addr)
+        if self._tls is not None:
+            self.port = self.server.add_secure_port(self._bind_addr,
+                                                    self._tls.server_credentials())
+        else:
+            self.port = self.server.add_insecure_port(self._bind_addr)
         if self.port == 0:
             raise OSError(f"cannot bind {self._bind_addr}")
+        if self._health_addr:
+            self._health_server = grpc.aio.server(options=SERVER_OPTIONS)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            if self._health_server.add_insecure_port(self._health_addr) == 0:
+                raise OSError(f"cannot bind {self._health_addr} (FANLINE_HEALTH_PORT)")
+            await self._health_server.start()
         await self.server.start()
-        for name in ["", *self._service_names]:
+        for name in ["", LIVENESS, *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._watchers = [asyncio.create_task(self._watch(*dependency))
                           for dependency in self._dependencies]
@@ -172,6 +198,8 @@ class GrpcServer:
             except Exception:
                 log.exception("shutdown hook failed")
         await self.server.stop(self._grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
 
     async def run_until_signalled(self) -> None:
         """Start, then serve until SIGTERM/SIGINT, then stop gracefully."""
@@ -196,4 +224,8 @@ def for_service(
         register,
         settings.shutdown_grace_s,
         settings.shutdown_drain_s,
+        keys_for(settings),
+        settings.reflection,
+        settings.tls(),
+        settings.health_port,
     )

@@ -185,7 +185,8 @@ def _start_prometheus(port: int, host: str) -> Any:
 
     reader = PrometheusMetricReader()
     try:
-        _state.prometheus = start_http_server(port, addr=host or "0.0.0.0")
+        # FANLINE_BIND_HOST, like the gRPC listeners: loopback unless told otherwise.
+        _state.prometheus = start_http_server(port, addr=host or "127.0.0.1")
     except OSError as exc:  # e.g. several processes of `fanline up` given one port
         log.warning("Prometheus endpoint not started on port %d: %s", port, exc)
     return reader

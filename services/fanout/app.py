@@ -17,7 +17,11 @@ from services.fanout.worker import Worker
 def build_fanout(store: Store, settings: Settings) -> Fanout:
     modes = AuthorModes(store, settings.celebrity_threshold, settings.demote_ratio)
     graph = FollowGraph(store, modes, settings.inbox_max)
-    return Fanout(graph, modes, FanoutQueue(store))
+    async def author_of(post_id: int) -> str | None:
+        post = await store.posts.get(post_id)
+        return post.author_id if post is not None else None
+
+    return Fanout(graph, modes, FanoutQueue(store), author_of)
 
 
 def build_worker(store: Store, settings: Settings, name: str | None = None) -> Consumer:

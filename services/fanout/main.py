@@ -16,7 +16,7 @@ from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
 async def run_api(settings: Settings) -> None:
     store = await open_store(settings)
     await store.queue.ensure_groups()
-    servicer = FanoutServicer(build_fanout(store, settings), PageTokens(settings.page_token_secret))
+    servicer = FanoutServicer(build_fanout(store, settings), PageTokens(settings.page_token_secrets))
     server = for_service(
         settings,
         settings.fanout_addr,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from services.common import telemetry
-from services.common.errors import NotFound
+from services.common.access import may_see_everything
+from services.common.auth import Caller
+from services.common.errors import NotFound, PermissionDenied
 from services.common.store.queue import QueueStats
 from services.common.store.records import DeliveryRecord
 from services.fanout.graph import AuthorInfo, AuthorModes, FollowGraph
@@ -12,10 +16,12 @@ from services.fanout.queue import FanoutQueue
 
 
 class Fanout:
-    def __init__(self, graph: FollowGraph, modes: AuthorModes, queue: FanoutQueue) -> None:
+    def __init__(self, graph: FollowGraph, modes: AuthorModes, queue: FanoutQueue,
+                 author_of: Callable[[int], Awaitable[str | None]]) -> None:
         self.graph = graph
         self.modes = modes
         self.queue = queue
+        self._author_of = author_of  # a stored post's author (None: no such post)
 
     async def follow(self, follower_id: str, followee_id: str) -> None:
         if await self.graph.follow(follower_id, followee_id):
@@ -47,7 +53,14 @@ class Fanout:
     async def stats(self) -> QueueStats:
         return await self.queue.stats()
 
-    async def delivery(self, post_id: int) -> DeliveryRecord:
+    async def delivery(self, post_id: int, caller: Caller | None) -> DeliveryRecord:
+        """A post's delivery record: its author's to see, or an operator's."""
+        if not may_see_everything(caller):
+            assert caller is not None
+            if await self._author_of(post_id) != caller.sub:
+                # The same answer whether or not the post exists: ids are not probed this way.
+                raise PermissionDenied("post_id: only the post's author (or an operator) may "
+                                       "see its delivery")
         record = await self.queue.delivery(post_id)
         if record is None:
             raise NotFound(f"post_id: no delivery record for {post_id}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from services.common import validation
-from services.common.errors import InvalidArgument
+from services.common import auth
 from services.common.pagination import PageTokens
 from services.common.store.records import DeliveryState
+from services.common.validation import Fields
 from services.fanout.service import Fanout
 from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
 
@@ -27,27 +27,34 @@ class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
     async def Follow(
         self, request: fanout_pb2.FollowRequest, context: grpc.aio.ServicerContext
     ) -> fanout_pb2.FollowResponse:
-        follower = validation.user_id(request.follower_id, "follower_id")
-        followee = validation.user_id(request.followee_id, "followee_id")
+        with Fields() as v:
+            follower = v.user_id(request.follower_id, "follower_id")
+            followee = v.user_id(request.followee_id, "followee_id")
         await self._fanout.follow(follower, followee)
         return fanout_pb2.FollowResponse()
 
     async def Unfollow(
         self, request: fanout_pb2.UnfollowRequest, context: grpc.aio.ServicerContext
     ) -> fanout_pb2.UnfollowResponse:
-        follower = validation.user_id(request.follower_id, "follower_id")
-        followee = validation.user_id(request.followee_id, "followee_id")
+        with Fields() as v:
+            follower = v.user_id(request.follower_id, "follower_id")
+            followee = v.user_id(request.followee_id, "followee_id")
         await self._fanout.unfollow(follower, followee)
         return fanout_pb2.UnfollowResponse()
 
     async def _page(self, request: fanout_pb2.ListFollowersRequest, direction: str
                     ) -> tuple[list[str], str]:
-        user = validation.user_id(request.user_id, "user_id")
-        size = validation.page_size(request.page_size)
-        scope = f"{direction}:{user}"
-        after = self._tokens.parse(request.page_token, scope)["a"] if request.page_token else None
+        viewer = auth.viewer()
+        with Fields() as v:
+            user = v.user_id(request.user_id, "user_id")
+            size = v.page_size(request.page_size)
+            scope = f"{direction}:{user}"
+            after: str | None = None
+            if request.page_token:
+                after = v.check(lambda: self._tokens.parse_str(
+                    request.page_token, scope, viewer, "a"), None)
         ids, more = await self._fanout.graph.page(user, direction, after, size)
-        token = self._tokens.issue(scope, a=ids[-1]) if more and ids else ""
+        token = self._tokens.issue(scope, viewer, a=ids[-1]) if more and ids else ""
         return ids, token
 
     async def ListFollowers(
@@ -65,7 +72,9 @@ class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
     async def GetAuthor(
         self, request: fanout_pb2.GetAuthorRequest, context: grpc.aio.ServicerContext
     ) -> fanout_pb2.GetAuthorResponse:
-        info = await self._fanout.author(validation.user_id(request.user_id, "user_id"))
+        with Fields() as v:
+            user = v.user_id(request.user_id, "user_id")
+        info = await self._fanout.author(user)
         return fanout_pb2.GetAuthorResponse(
             user_id=info.user_id,
             follower_count=info.follower_count,
@@ -76,20 +85,24 @@ class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
     async def PublishPost(
         self, request: fanout_pb2.PublishPostRequest, context: grpc.aio.ServicerContext
     ) -> fanout_pb2.PublishPostResponse:
-        if not request.HasField("post"):
-            raise InvalidArgument("post", "is required")
-        post = request.post
-        post_id = validation.post_id(post.post_id, "post.post_id")
-        author = validation.user_id(post.author_id, "post.author_id")
-        created_ms = post.create_time.ToMilliseconds() if post.HasField("create_time") else 0
+        with Fields() as v:
+            post = request.post
+            if not request.HasField("post"):
+                v.add("post", "is required")
+            else:
+                post_id = v.post_id(post.post_id, "post.post_id")
+                author = v.user_id(post.author_id, "post.author_id")
+                created_ms = (v.timestamp_ms(post.create_time, "post.create_time")
+                              if post.HasField("create_time") else 0)
         await self._fanout.publish(post_id, author, created_ms)
         return fanout_pb2.PublishPostResponse()
 
     async def RetractPost(
         self, request: fanout_pb2.RetractPostRequest, context: grpc.aio.ServicerContext
     ) -> fanout_pb2.RetractPostResponse:
-        post_id = validation.post_id(request.post_id)
-        author = validation.user_id(request.author_id, "author_id")
+        with Fields() as v:
+            post_id = v.post_id(request.post_id)
+            author = v.user_id(request.author_id, "author_id")
         await self._fanout.retract(post_id, author)
         return fanout_pb2.RetractPostResponse()
 
@@ -114,7 +127,9 @@ class FanoutServicer(fanout_pb2_grpc.FanoutServiceServicer):
     async def GetDelivery(
         self, request: fanout_pb2.GetDeliveryRequest, context: grpc.aio.ServicerContext
     ) -> fanout_pb2.GetDeliveryResponse:
-        record = await self._fanout.delivery(validation.post_id(request.post_id))
+        with Fields() as v:
+            post_id = v.post_id(request.post_id)
+        record = await self._fanout.delivery(post_id, auth.current())
         return fanout_pb2.GetDeliveryResponse(
             post_id=request.post_id,
             delivery_mode=record.mode,

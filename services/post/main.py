@@ -18,10 +18,10 @@ from services.post.servicer import PostServicer
 
 async def run(settings: Settings) -> None:
     store = await open_store(settings)
-    fanout_channel = clients.channel(settings.fanout_addr)
+    fanout_channel = clients.for_service(settings, settings.fanout_addr, "post")
     outbox = Outbox(store, clients.fanout_stub(fanout_channel), settings.outbox_retry_ms)
     servicer = PostServicer(Posts(store, outbox, settings.outbox_retry_ms),
-                            PageTokens(settings.page_token_secret))
+                            PageTokens(settings.page_token_secrets))
     server = for_service(
         settings,
         settings.post_addr,

@@ -34,19 +34,21 @@ def scope(user_id: str) -> str:
     return f"timeline:{user_id}"
 
 
-def encode(tokens: PageTokens, user_id: str, cursor: Cursor) -> str:
-    return tokens.issue(scope(user_id), r=cursor.regime.value, b=cursor.before_id)
+def encode(tokens: PageTokens, viewer: str, user_id: str, cursor: Cursor) -> str:
+    return tokens.issue(scope(user_id), viewer, r=cursor.regime.value, b=cursor.before_id)
 
 
-def decode(tokens: PageTokens, user_id: str, token: str) -> Cursor:
+def decode(tokens: PageTokens, viewer: str, user_id: str, token: str) -> Cursor:
+    """`viewer`: the verified caller the token was issued to ("" with FANLINE_AUTH=none)."""
     if not token:
         return FIRST_PAGE
-    state = tokens.parse(token, scope(user_id))
+    state = tokens.parse(token, scope(user_id), viewer)
     try:
         regime = Regime(state["r"])
         before = state["b"]
-        if before is not None and (not isinstance(before, int) or before <= 0):
+        if before is not None and (not isinstance(before, int) or isinstance(before, bool)
+                                   or before <= 0):
             raise ValueError(before)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         raise InvalidArgument("page_token", "is not a valid timeline page token") from None
     return Cursor(regime, before)

@@ -14,10 +14,10 @@ from services.timeline.servicer import TimelineServicer
 
 async def run(settings: Settings) -> None:
     store = await open_store(settings)
-    post_channel = clients.channel(settings.post_addr)
+    post_channel = clients.for_service(settings, settings.post_addr, "timeline")
     reader = TimelineReader(store, clients.post_stub(post_channel), settings)
     await reader.start()
-    servicer = TimelineServicer(reader, PageTokens(settings.page_token_secret))
+    servicer = TimelineServicer(reader, PageTokens(settings.page_token_secrets))
     server = for_service(
         settings,
         settings.timeline_addr,

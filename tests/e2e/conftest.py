@@ -18,8 +18,12 @@ def suite(tmp_path_factory: pytest.TempPathFactory, suite_store_mode: str) -> It
     """The module's suite, on a single node or on a 3-master cluster (each module runs in
     both)."""
     logs = tmp_path_factory.mktemp("suite-logs")
-    with Suite(workers=1, extra_env={"FANLINE_CELEBRITY_THRESHOLD": str(THRESHOLD)},
-               log_dir=str(logs), **suite_kwargs(suite_store_mode)) as running:
+    # With auth on, as in production: the helpers act as the user each call names.
+    env = {"FANLINE_CELEBRITY_THRESHOLD": str(THRESHOLD), "FANLINE_AUTH": "jwt",
+           "FANLINE_JWT_SECRETS": "e2e-suite-jwt-secret-0123456789abcdef",
+           "FANLINE_PAGE_TOKEN_SECRETS": "e2e-suite-page-secret-0123456789abcdef"}
+    with Suite(workers=1, extra_env=env, log_dir=str(logs),
+               **suite_kwargs(suite_store_mode)) as running:
         yield running
 
 

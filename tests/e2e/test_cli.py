@@ -42,6 +42,9 @@ def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm(flags: tuple[
                                                                    store: str) -> None:
     out, addrs = run_up(flags)
     assert store in out and addrs["TIMELINE"] in out and "stopped" in out
+    assert "auth      none: every caller is trusted" in out
+    if not flags:  # the embedded node has a password of its own, never printed
+        assert "store     redis://:***@127.0.0.1:" in out
     assert not any(healthy(a, timeout_s=0.2) for a in addrs.values())
 
 
@@ -54,18 +57,46 @@ def test_fanline_up_uses_a_cluster_the_caller_started() -> None:
             assert client.hgetall("fl:layout") == {b"buckets": b"64", b"partitions": b"8"}
 
 
-def test_fanline_demo_tells_the_story() -> None:
-    env = {**os.environ}
-    for name in ("POST", "FANOUT", "TIMELINE"):  # nothing answers here: the demo starts a suite
+@pytest.mark.parametrize(("env", "named"), [
+    ({}, "FANLINE_AUTH is not set"),
+    ({"FANLINE_AUTH": "jwt"}, "FANLINE_JWT_SECRETS"),
+    ({"FANLINE_AUTH": "jwt", "FANLINE_JWT_SECRETS": "k" * 32}, "FANLINE_PAGE_TOKEN_SECRETS"),
+])
+def test_fanline_serve_refuses_to_run_open_by_omission(env: dict[str, str], named: str) -> None:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FANLINE_")}
+    full.update(FANLINE_REDIS_URL="redis://127.0.0.1:1/0", **env)
+    result = subprocess.run([sys.executable, "-m", "services.cli", "serve", "post"], env=full,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and named in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def run_demo(**extra: str) -> str:
+    """`fanline demo` where nothing answers yet, so it starts a suite of its own: its output."""
+    env = {**os.environ, **extra}
+    for name in ("POST", "FANOUT", "TIMELINE"):
         env[f"FANLINE_{name}_ADDR"] = f"127.0.0.1:{free_port()}"
     env.pop("FANLINE_REDIS_URL", None)
     result = subprocess.run([sys.executable, "-m", "services.cli", "demo"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    return result.stdout
+
+
+def test_fanline_demo_shows_the_token_flow_with_jwt() -> None:
+    out = run_demo(FANLINE_AUTH="jwt", FANLINE_JWT_SECRETS="d" * 32,
+                   FANLINE_PAGE_TOKEN_SECRETS="p" * 32)
+    assert "auth: jwt" in out and "authorization: Bearer " in out
+    assert "PERMISSION_DENIED" in out
+    assert len([line for line in out.splitlines() if line.startswith("  [")]) == 5
+
+
+def test_fanline_demo_tells_the_story() -> None:
+    out = run_demo()
     timeline = [line for line in out.splitlines() if line.startswith("  [")]
     assert len(timeline) == 5
     for line in timeline:  # the ordinary authors come from the inbox, the celebrity is pulled
         assert line.startswith("  [PULL ]") == ("stella" in line), line
     assert "write amplification, push posts" in out and "pull posts: 0.0" in out
     assert "20 writes skipped for inactive followers" in out
+    assert "auth: none" in out

@@ -75,11 +75,11 @@ def test_delete_removes_the_post_everywhere(api: Clients, uid: str) -> None:
     api.wait_delivered(pulled.post_id)
     assert set(api.timeline_ids(reader)) == {pushed.post_id, pulled.post_id}
     with pytest.raises(grpc.RpcError) as err:
-        api.posts.DeletePost(post_pb2.DeletePostRequest(post_id=pushed.post_id, author_id=star))
+        api.posts.DeletePost(post_pb2.DeletePostRequest(post_id=pushed.post_id, author_id=star),
+                             metadata=api.as_(star))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     for post in (pushed, pulled):
-        api.posts.DeletePost(post_pb2.DeletePostRequest(post_id=post.post_id,
-                                                        author_id=post.author_id))
+        api.delete(post)  # with its author's token
     wait_for(lambda: api.timeline_ids(reader) == [], 5, message="deleted posts to vanish")
     for post in (pushed, pulled):
         with pytest.raises(grpc.RpcError) as err:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -21,9 +21,22 @@ from bench.storeops import StoreOps
 from services.common.embedded import free_port
 from services.common.store import Store
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
-from services.launcher import healthy
+from services.launcher import Suite, healthy
 from tests.conftest import StoreServer, wait_for
 from tests.e2e.helpers import Clients
+
+
+def consumer_names(suite: Suite) -> Callable[[], set[str]]:
+    """Reads the consumers of every partition's group, each time it is called."""
+    ops = StoreOps(suite.env)
+
+    async def names(store: Store) -> set[str]:
+        found: set[str] = set()
+        for partition in range(store.queue.partitions):
+            found |= set(await store.queue.consumers(partition))
+        return found
+
+    return lambda: ops.run(names)
 
 
 def test_worker_killed_mid_fanout_is_taken_over_within_seconds_losing_nothing(make_suite) -> None:
@@ -59,16 +72,48 @@ def test_worker_killed_mid_fanout_is_taken_over_within_seconds_losing_nothing(ma
         ids = [e.post.post_id for e in api.page(follower, 100).entries]
         assert sorted(ids) == sorted(p.post_id for p in posts), follower  # once each
     # The dead worker's consumer is gone from every partition's group.
-    ops = StoreOps(suite.env)
-
-    async def consumers(store: Store) -> set[str]:
-        names: set[str] = set()
-        for partition in range(store.queue.partitions):
-            names |= set(await store.queue.consumers(partition))
-        return names
-
-    wait_for(lambda: not any(n.endswith(f"-{victim}") for n in ops.run(consumers)), 10,
+    consumers = consumer_names(suite)
+    wait_for(lambda: not any(n.endswith(f"-{victim}") for n in consumers()), 10,
              message="the dead consumer removed")
+
+
+def test_a_paused_worker_is_taken_over_and_its_late_work_changes_nothing(make_suite) -> None:
+    # SIGSTOP: the worker holds its batches and stops its heartbeat without dying. When it is
+    # resumed it finishes what it held, after another worker already has: nothing may count
+    # or land twice.
+    suite = make_suite(workers=0, FANLINE_FANOUT_BATCH_SIZE="5",
+                       FANLINE_FANOUT_BATCH_PAUSE_MS="250")
+    api = Clients.of(suite)
+    followers = [f"pf{i:02d}" for i in range(30)]
+    for follower in followers:
+        api.follow(follower, "pauthor")
+        api.page(follower)
+    suite.add_worker("worker-a")
+    suite.add_worker("worker-b")
+    suite.wait_healthy(names=["worker-a", "worker-b"])
+    posts = [api.post("pauthor", f"paused {i}") for i in range(3)]
+    wait_for(lambda: api.delivery(posts[0].post_id).inbox_writes > 0
+             and api.stats().queue_pending >= 1, 15, message="batches in hand")
+    paused = suite.procs["worker-a"].pid
+    os.kill(paused, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        for post in posts:
+            assert api.wait_delivered(post.post_id, timeout_s=30).inbox_writes == len(followers) + 1
+        assert time.monotonic() - started <= 10
+        written = api.stats().inbox_writes
+    finally:
+        os.kill(paused, signal.SIGCONT)
+    # Resumed, it finishes its stale batches and reads again: back in a consumer group.
+    consumers = consumer_names(suite)
+    wait_for(lambda: any(n.endswith(f"-{paused}") for n in consumers())
+             and api.stats().queue_pending == 0, 15, message="the resumed worker reading again")
+    assert api.stats().inbox_writes == written
+    for post in posts:
+        assert api.delivery(post.post_id).inbox_writes == len(followers) + 1
+    for follower in followers:
+        ids = [e.post.post_id for e in api.page(follower, 100).entries]
+        assert sorted(ids) == sorted(p.post_id for p in posts), follower
 
 
 def test_post_created_while_fanout_is_down_is_delivered_once_it_returns(make_suite) -> None:
@@ -121,7 +166,7 @@ def test_sigterm_finishes_in_flight_calls_turns_not_serving_and_exits_in_grace(
     addr = f"127.0.0.1:{free_port()}"
     env = {**os.environ, **store_server.env(), "FANLINE_POST_ADDR": addr,
            "FANLINE_FANOUT_ADDR": silent_listener, "FANLINE_SHUTDOWN_GRACE_S": "5",
-           "FANLINE_SHUTDOWN_DRAIN_S": "1", "FANLINE_LOG_LEVEL": "WARNING"}
+           "FANLINE_SHUTDOWN_DRAIN_S": "1", "FANLINE_LOG_LEVEL": "WARNING", "FANLINE_AUTH": "none"}
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "post"], env=env)
     ops = StoreOps(env)
     try:

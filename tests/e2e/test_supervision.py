@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.embedded import EmbeddedStore, free_port
+from services.common.server import LIVENESS
 from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
 from services.launcher import Suite, healthy
 from tests.conftest import wait_for
@@ -202,17 +203,21 @@ def test_services_ride_out_the_store_going_away_and_coming_back_empty(
     api.wait_delivered(api.post("lost-author", "before").post_id)
     names = ["post", "fanout", "timeline", "worker-0"]
 
-    def status(name: str) -> int:
+    def status(name: str, service: str = "") -> int:
         channel = grpc.insecure_channel(suite.addr_of(name))
         try:
             return int(health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1).status)
+                health_pb2.HealthCheckRequest(service=service), timeout=2).status)
+        except grpc.RpcError:  # a slow answer on a busy machine: ask again
+            return -1
         finally:
             channel.close()
 
     store.stop()  # a throwaway store: it comes back empty
     wait_for(lambda: all(status(n) == health_pb2.HealthCheckResponse.NOT_SERVING for n in names),
              10, message="every process NOT_SERVING")
+    # ... but alive: liveness probes must not restart pods that a restart would not help.
+    assert all(status(n, LIVENESS) == health_pb2.HealthCheckResponse.SERVING for n in names)
     calls = [
         lambda: api.post("lost-author", "during"),
         lambda: api.page("lost-reader"),
@@ -238,3 +243,42 @@ def test_services_ride_out_the_store_going_away_and_coming_back_empty(
     after = api.post("lost-author", "after")
     assert api.wait_delivered(after.post_id).inbox_writes == 2
     assert api.timeline_ids("lost-reader") == [after.post_id]
+
+
+def test_a_paused_store_gives_unavailable_in_seconds_and_nothing_hangs(
+        lost_store_suite: Suite) -> None:
+    # SIGSTOP keeps the store's sockets open and silent: without a reply timeout every call
+    # (and every health check) would wait forever on it.
+    suite = lost_store_suite
+    store = suite.store
+    assert isinstance(store, EmbeddedStore) and store.pid
+    api = Clients.of(suite)
+    api.follow("paused-reader", "paused-author")
+    api.page("paused-reader")
+    before = api.post("paused-author", "before the pause")
+    api.wait_delivered(before.post_id)
+    names = ["post", "fanout", "timeline", "worker-0"]
+    os.kill(store.pid, signal.SIGSTOP)
+    try:
+        calls = [
+            lambda: api.posts.CreatePost(post_pb2.CreatePostRequest(
+                author_id="paused-author", text="during"), timeout=30),
+            lambda: api.timeline.GetTimeline(timeline_pb2.GetTimelineRequest(
+                user_id="paused-reader"), timeout=30),
+            lambda: api.fanout.GetFanoutStats(fanout_pb2.GetFanoutStatsRequest(), timeout=30),
+        ]
+        for call in calls:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() is grpc.StatusCode.UNAVAILABLE, call  # type: ignore[attr-defined]
+            assert time.monotonic() - started < 10, call  # not the caller's 30 s deadline
+        wait_for(lambda: not any(healthy(suite.addr_of(n), timeout_s=1) for n in names), 15,
+                 message="every process NOT_SERVING while the store is paused")
+    finally:
+        os.kill(store.pid, signal.SIGCONT)
+    wait_for(lambda: all(healthy(suite.addr_of(n), timeout_s=1) for n in names), 15,
+             message="every process SERVING again")
+    after = api.post("paused-author", "after the pause")
+    api.wait_delivered(after.post_id)
+    assert api.timeline_ids("paused-reader")[:2] == [after.post_id, before.post_id]

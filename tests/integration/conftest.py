@@ -82,7 +82,7 @@ async def make_stack(store: Store, settings: Settings) -> AsyncIterator[Any]:
         stack_store = Store(store.client, store.layout, s.queue_max)
         await stack_store.queue.ensure_groups()
         fanout = build_fanout(stack_store, s)
-        tokens = PageTokens(s.page_token_secret)
+        tokens = PageTokens(s.page_token_secrets)
         fanout_server = GrpcServer(
             "127.0.0.1:0", ["feed.v1.FanoutService"],
             lambda srv: fanout_pb2_grpc.add_FanoutServiceServicer_to_server(

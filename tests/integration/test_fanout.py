@@ -51,13 +51,13 @@ async def test_big_fanout_is_batched_and_small_posts_interleave(make_stack) -> N
     while True:
         await stack.worker.step(block_ms=10)
         steps_until_small += 1
-        d = await stack.fanout.delivery(int(small.post_id))
+        d = await stack.fanout.delivery(int(small.post_id), None)
         if d.state is DeliveryState.DELIVERED:
             break
     assert steps_until_small <= 2  # one big batch, then the small post: not 11 batches later
-    assert (await stack.fanout.delivery(int(big.post_id))).state is DeliveryState.DELIVERING
+    assert (await stack.fanout.delivery(int(big.post_id), None)).state is DeliveryState.DELIVERING
     await stack.drain()
-    d = await stack.fanout.delivery(int(big.post_id))
+    d = await stack.fanout.delivery(int(big.post_id), None)
     assert d.state is DeliveryState.DELIVERED and d.writes == 31
     assert [await stack.inbox(f) for f in fans] == [[int(big.post_id)]] * len(fans)
 
@@ -76,7 +76,7 @@ async def test_entry_of_a_dead_worker_is_reclaimed_and_redone_without_duplicates
     await async_wait_for(lambda: stack.worker.step(block_ms=10), message="reclaim")
     assert await stack.inbox("a") == [int(post.post_id)]
     assert await stack.inbox("b") == [int(post.post_id)]
-    d = await stack.fanout.delivery(int(post.post_id))
+    d = await stack.fanout.delivery(int(post.post_id), None)
     assert d.state is DeliveryState.DELIVERED and d.writes == 3  # a, b, bob: counted once
     stats = await stack.fanout.stats()
     assert (stats.reclaimed, stats.pending, stats.depth) == (1, 0, 0)

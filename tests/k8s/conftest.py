@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-OVERLAYS = tuple(sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir()))
+# Overlays with an optional component switched on the way docs/deploy.md says (listed under the
+# overlay's `components:`): NAME+COMPONENT. They must pass every check the plain overlays do.
+VARIANTS = {"prod+cert-manager": ("prod", "cert-manager")}
+OVERLAYS = (*sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir()), *VARIANTS)
 # Every kustomization directory that must render; base is included to catch errors at the source.
 TARGETS = ("base", *(f"overlays/{name}" for name in OVERLAYS))
 
@@ -32,15 +36,34 @@ def kubectl_path() -> str:
 @functools.cache
 def render(target: str) -> tuple[Obj, ...]:
     """`kubectl kustomize k8s/<target>` as parsed objects (cached: rendering is the slow part)."""
+    name = target.removeprefix("overlays/")
+    if name in VARIANTS:
+        return render_variant(*VARIANTS[name])
+    return kustomize(K8S / target, f"k8s/{target}")
+
+
+def render_variant(overlay: str, component: str) -> tuple[Obj, ...]:
+    """The overlay with k8s/components/<component> added to its `components:`, in a copy of k8s/."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "k8s"
+        shutil.copytree(K8S, copy)
+        kustomization = copy / "overlays" / overlay / "kustomization.yaml"
+        doc = yaml.safe_load(kustomization.read_text())
+        doc["components"] = [*doc.get("components", []), f"../../components/{component}"]
+        kustomization.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return kustomize(kustomization.parent, f"k8s/overlays/{overlay} with components/{component}")
+
+
+def kustomize(directory: Path, what: str) -> tuple[Obj, ...]:
     result = subprocess.run(
-        [kubectl_path(), "kustomize", str(K8S / target)],
+        [kubectl_path(), "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     if result.returncode != 0:
-        pytest.fail(f"kubectl kustomize k8s/{target} failed:\n{result.stderr}")
+        pytest.fail(f"kubectl kustomize {what} failed:\n{result.stderr}")
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
@@ -57,6 +80,11 @@ class Rendered:
             if obj["metadata"]["name"] == name:
                 return obj
         raise AssertionError(f"{self.name}: no {kind} named {name!r}")
+
+    @property
+    def overlay(self) -> str:
+        """The overlay directory this was rendered from: prod for prod+cert-manager."""
+        return self.name.partition("+")[0]
 
     @property
     def namespace(self) -> str:
@@ -127,3 +155,9 @@ def prod() -> Rendered:
 @pytest.fixture(scope="session")
 def dev_cluster() -> Rendered:
     return Rendered("dev-cluster", render("overlays/dev-cluster"))
+
+
+@pytest.fixture(scope="session")
+def prod_cert_manager() -> Rendered:
+    """prod with the optional cert-manager component (k8s/components/cert-manager)."""
+    return Rendered("prod+cert-manager", render("overlays/prod+cert-manager"))

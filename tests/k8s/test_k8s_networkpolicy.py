@@ -30,6 +30,10 @@ class Endpoint:
     ports: tuple[tuple[str, int, str], ...] = ()  # (name, port, protocol) it listens on
     ip: str | None = None
     deployed: bool = False  # a pod from the manifests (as opposed to the modelled world)
+    # The node a destination pod runs on (the kubelet, which probes it): NetworkPolicy always
+    # admits connections from the pod's own node, and most CNIs do not apply policies to
+    # kubelet probes at all.
+    own_node: bool = False
 
 
 @dataclass
@@ -40,7 +44,9 @@ class Cluster:
 
     def allowed(self, src: Endpoint, dst: Endpoint, port: int, protocol: str) -> bool:
         egress = src.namespace is None or self.permits(src, dst, port, protocol, "Egress")
-        ingress = dst.namespace is None or self.permits(dst, src, port, protocol, "Ingress")
+        ingress = (
+            dst.namespace is None or src.own_node or self.permits(dst, src, port, protocol, "Ingress")
+        )
         return egress and ingress
 
     def permits(self, subject: Endpoint, peer: Endpoint, port: int, protocol: str, direction: str) -> bool:
@@ -132,6 +138,9 @@ ROLES = ("post", "fanout", "fanout-worker", "timeline")
 CLIENT = {"fanline.io/client": "true"}
 OUTSIDE_IP = "203.0.113.7"
 STORE_IP = "10.20.30.40"  # a managed Redis in a private subnet (prod)
+NODE_IP = "10.0.0.10"  # the node a pod runs on
+OTHER_NODE_IP = "10.0.0.11"  # any other node, or a host-network pod on one
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 UNLISTED = ("unlisted", 12345, "TCP")
 
 
@@ -171,6 +180,8 @@ def cluster_for(rendered: Rendered) -> Cluster:
         ),
         Endpoint("internet", None, ports=(("https", 443, "TCP"),), ip=OUTSIDE_IP),
         Endpoint("managed-redis", None, ports=(("redis", 6379, "TCP"),), ip=STORE_IP),
+        Endpoint("kubelet", None, ports=(("kubelet", 10250, "TCP"),), ip=NODE_IP, own_node=True),
+        Endpoint("other-node", None, ports=(("kubelet", 10250, "TCP"),), ip=OTHER_NODE_IP),
     ]
     # Every endpoint also listens on a port nobody should reach, so over-broad rules show up.
     endpoints = [replace(e, ports=(*e.ports, UNLISTED)) for e in endpoints]
@@ -297,6 +308,77 @@ def test_cluster_bus_is_open_between_cluster_nodes_only(dev_cluster: Rendered) -
     assert bus == {16379}
     to_bus = {(src, dst) for src, dst, port, _ in all_flows(cluster) if port == 16379}
     assert to_bus == {("valkey-cluster", "valkey-cluster")}
+
+
+def probed_ports(workload: Obj) -> set[int]:
+    """The ports the kubelet's network probes (gRPC, HTTP, TCP) connect to."""
+    found = set()
+    for c in workload["spec"]["template"]["spec"]["containers"]:
+        named = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+        for probe in PROBES:
+            for handler in ("grpc", "httpGet", "tcpSocket"):
+                if handler in c.get(probe, {}):
+                    port = c[probe][handler]["port"]
+                    found.add(named[port] if isinstance(port, str) else int(port))
+    return found
+
+
+def test_nothing_outside_the_cluster_connects_in(overlay: Rendered) -> None:
+    # No ipBlock ingress: not from the internet, the store's subnet, nor another node (a
+    # private range opened for probes would also open it to host-network pods there).
+    cluster = cluster_for(overlay)
+    by_name = {e.name: e for e in cluster.endpoints}
+    for dst in cluster.endpoints:
+        if not dst.deployed:
+            continue
+        for _, port, proto in dst.ports:
+            for src in ("internet", "managed-redis", "other-node"):
+                assert not cluster.allowed(by_name[src], dst, port, proto), f"{src} -> {dst.name}:{port}"
+
+
+def test_kubelet_probes_reach_the_probed_ports_as_the_pods_node(overlay: Rendered) -> None:
+    cluster = cluster_for(overlay)
+    by_name = {e.name: e for e in cluster.endpoints}
+    for workload in overlay.workloads:
+        dst = by_name[workload["metadata"]["name"]]
+        for port in probed_ports(workload):
+            # A port the pod declares, reached by the kubelet on the pod's node only.
+            assert port in {p for _, p, _ in dst.ports}, f"{dst.name} probes undeclared port {port}"
+            assert cluster.allowed(by_name["kubelet"], dst, port, "TCP")
+            assert not cluster.allowed(by_name["other-node"], dst, port, "TCP")
+
+
+def test_prod_health_port_is_for_the_kubelet_alone(prod: Rendered) -> None:
+    # Under TLS the probes ask the plain-text health port. No policy opens it: no pod, of the
+    # suite or any other, reaches it (the gRPC ports answer health over TLS to callers).
+    cluster = cluster_for(prod)
+    health = {
+        p["containerPort"]
+        for w in prod.workloads
+        for c in w["spec"]["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+        if p.get("name") == "health" and w["metadata"]["labels"].get("app.kubernetes.io/name") == "fanline"
+    }
+    assert health == {int(prod.config["FANLINE_HEALTH_PORT"])}
+    for workload in prod.workloads:
+        if workload["metadata"]["labels"].get("app.kubernetes.io/name") == "fanline":
+            assert probed_ports(workload) == health, workload["metadata"]["name"]
+    reached = {f for f in all_flows(cluster) if f[2] in health}
+    assert not reached, diff(reached, set())
+
+
+def test_prod_grpc_ports_take_calls_from_the_suite_and_labelled_clients_only(prod: Rendered) -> None:
+    cluster = cluster_for(prod)
+    grpc = {
+        (w["metadata"]["name"], p["containerPort"])
+        for w in prod.workloads
+        for c in w["spec"]["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+        if p.get("name") == "grpc"
+    }
+    assert {name for name, _ in grpc} == set(ROLES)
+    callers = {src for src, dst, port, _ in all_flows(cluster) if (dst, port) in grpc}
+    assert callers == {"post", "timeline", "client", "shop-client"}
 
 
 def test_every_deployed_pod_is_isolated_both_ways(overlay: Rendered) -> None:

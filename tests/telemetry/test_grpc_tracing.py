@@ -48,7 +48,7 @@ async def post_channel(
 ) -> AsyncIterator[grpc.aio.Channel]:
     """Post and fan-out servers, and a traced channel to the post service."""
     fanout = build_fanout(store, settings)
-    tokens = PageTokens(settings.page_token_secret)
+    tokens = PageTokens(settings.page_token_secrets)
     fanout_server = GrpcServer(
         "127.0.0.1:0", ["feed.v1.FanoutService"],
         lambda s: fanout_pb2_grpc.add_FanoutServiceServicer_to_server(

@@ -80,3 +80,38 @@ def test_text_limits() -> None:
     for bad in ("", "   ", "x" * 1001):
         with pytest.raises(InvalidArgument):
             validation.text(bad)
+
+
+SECRET = "k" * 32
+
+
+@pytest.mark.parametrize(("env", "named", "hint"), [
+    ({"FANLINE_AUTH": "yes"}, "FANLINE_AUTH", "none or jwt"),
+    ({"FANLINE_AUTH": "jwt"}, "FANLINE_JWT_SECRETS", "at least one secret"),
+    ({"FANLINE_AUTH": "jwt", "FANLINE_JWT_SECRETS": SECRET}, "FANLINE_PAGE_TOKEN_SECRETS",
+     "public development default"),
+    ({"FANLINE_JWT_SECRETS": "short"}, "FANLINE_JWT_SECRETS", "at least 32"),
+    ({"FANLINE_PAGE_TOKEN_SECRETS": ","}, "FANLINE_PAGE_TOKEN_SECRETS", "at least one"),
+    ({"FANLINE_JWT_JWKS": "/nonexistent/jwks.json"}, "FANLINE_JWT_JWKS", "cannot read"),
+    ({"FANLINE_REFLECTION": "maybe"}, "FANLINE_REFLECTION", "on or off"),
+])
+def test_auth_settings_refuse_what_would_run_open(env: dict[str, str], named: str,
+                                                 hint: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    assert named in str(err.value) and hint in str(err.value)
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_secret_values_never_appear_in_errors() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({"FANLINE_JWT_SECRETS": f"{SECRET},leaked-short"})
+    assert "leaked-short" not in str(err.value) and SECRET not in str(err.value)
+
+
+def test_jwt_mode_with_its_keys_loads() -> None:
+    settings = load_settings({"FANLINE_AUTH": "jwt", "FANLINE_JWT_SECRETS": f"{SECRET}, {'o' * 40}",
+                              "FANLINE_PAGE_TOKEN_SECRETS": "p" * 32, "FANLINE_REFLECTION": "off"})
+    assert settings.jwt_secrets == (SECRET, "o" * 40)
+    assert settings.page_token_secrets == ("p" * 32,) and settings.reflection is False
+    assert load_settings({}).auth == ""  # unset: fanline up trusts callers, fanline serve refuses

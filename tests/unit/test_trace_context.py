@@ -91,7 +91,7 @@ async def test_worker_spans_are_linked_roots_with_batch_children(
     await store.queue.ensure_groups()
     with telemetry.span("PublishPost", kind=SpanKind.SERVER) as publisher:
         await fanout.publish(post_id, "bob", int(time.time() * 1000))
-    record = await fanout.delivery(post_id)
+    record = await fanout.delivery(post_id, None)
     assert record.trace_id == trace.format_trace_id(publisher.get_span_context().trace_id)
     while (await store.queue.stats()).depth:
         await worker.step(block_ms=10)
@@ -122,4 +122,4 @@ async def test_worker_spans_are_linked_roots_with_batch_children(
     # Batch spans count follower inboxes; the process spans add the author's own inbox.
     assert sum((sp.attributes or {})["fanline.inbox.writes"] for sp in batches) == 5
     assert sum((sp.attributes or {})["fanline.inbox.writes"] for sp in process) == 6
-    assert (await fanout.delivery(post_id)).writes == 6
+    assert (await fanout.delivery(post_id, None)).writes == 6

@@ -45,9 +45,10 @@ class Store:
     @classmethod
     async def open(cls, mode: str, url: str, buckets: int, partitions: int, queue_bound: int,
                    wait_replicas: int = 0, wait_ms: int = 500,
-                   max_connections: int = 64) -> Store:
+                   max_connections: int = 64, timeout_ms: int = 2000) -> Store:
         """Connect, check the store's layout against ours, load the scripts."""
-        client = StoreClient.connect(mode, url, max_connections, wait_replicas, wait_ms)
+        client = StoreClient.connect(mode, url, max_connections, wait_replicas, wait_ms,
+                                     timeout_ms)
         try:
             store = cls(client, Layout(buckets, partitions), queue_bound)
             await client.ready()
@@ -103,5 +104,5 @@ async def open_store(settings: Settings, max_connections: int = 64) -> Store:
     return await Store.open(
         settings.redis_mode, settings.redis_url, settings.store_buckets,
         settings.queue_partitions, settings.queue_max, settings.store_wait_replicas,
-        settings.store_wait_ms, max_connections,
+        settings.store_wait_ms, max_connections, settings.store_timeout_ms,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+
+
+def redacted(urls: str) -> str:
+    """Store URLs fit to print: any password replaced by ***."""
+    return re.sub(r"(rediss?://[^:/@,]*:)[^@,]*@", r"\1***@", urls)
 
 
 class ReplicationTimeout(rx.ConnectionError):
@@ -141,20 +147,27 @@ class StoreClient:
 
     @classmethod
     def connect(cls, mode: str, url: str, max_connections: int = 64, wait_replicas: int = 0,
-                wait_ms: int = 500) -> StoreClient:
+                wait_ms: int = 500, timeout_ms: int = 2000) -> StoreClient:
         """`mode` "single": `url` is one redis:// URL. "cluster": a comma-separated list of seed
         node URLs (credentials and TLS taken from the first).
 
         The single-node pool blocks (up to POOL_WAIT_S) when every connection is busy instead
         of failing the call, so a burst of requests queues for a connection rather than
-        erroring. `decode_responses` stays off: post bodies are protobuf bytes."""
+        erroring. `decode_responses` stays off: post bodies are protobuf bytes.
+
+        A reply that takes longer than `timeout_ms` (plus `wait_ms` when writes wait on
+        replicas, as WAIT blocks that long) drops the connection and counts as an outage: a
+        store that is paused or cut off without closing its sockets would otherwise hold every
+        call forever. Subscriptions block without it (redis-py reads them with no timeout)."""
+        reply_s = (timeout_ms + (wait_ms if wait_replicas else 0)) / 1000
+        timeouts = {"socket_timeout": reply_s, "socket_connect_timeout": timeout_ms / 1000}
         if not url:
             raise ValueError("FANLINE_REDIS_URL is empty: start `fanline up` or set a store URL")
         if mode == "cluster":
             first = url.split(",")[0].strip()
             seeds = parse_seeds(url)
             client = RedisCluster.from_url(
-                first, max_connections=max_connections,
+                first, max_connections=max_connections, **timeouts,
                 startup_nodes=[ClusterNode(host, port) for host, port in seeds],
                 require_full_coverage=True,
                 # On MOVED, learn the slot's new owner from the reply. By default every fifth
@@ -171,7 +184,7 @@ class StoreClient:
             return cls(client, wait_replicas, wait_ms)
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=POOL_WAIT_S, health_check_interval=30,
-            connection_class=HiredisPackedConnection,
+            connection_class=HiredisPackedConnection, **timeouts,
         )
         return cls(Redis.from_pool(pool), wait_replicas, wait_ms)
 
