@@ -1,0 +1,32 @@
+"""Store credentials travel in FANLINE_REDIS_URL, and are never printed."""
+
+from __future__ import annotations
+
+from services.cli import _store_unreachable
+from services.common.config import load_settings
+from services.common.embedded import EmbeddedStore
+from services.common.store import Store
+
+PASSWORD = "s3cret/with:odd@chars"
+
+
+async def test_the_store_is_used_with_the_password_in_the_url() -> None:
+    with EmbeddedStore(password=PASSWORD) as server:
+        assert PASSWORD not in server.url  # URL-quoted, so odd characters survive
+        store = await Store.open("single", server.url, 64, 8, 1000)
+        try:
+            assert await store.client.healthy()
+            created = await store.posts.create("alice", "behind a password", "", 0)
+            assert created.post is not None
+        finally:
+            await store.close()
+
+
+def test_a_wrong_or_missing_password_is_one_line_that_does_not_show_it() -> None:
+    with EmbeddedStore(password=PASSWORD) as server:
+        for url in (f"redis://127.0.0.1:{server.port}/0",
+                    f"redis://:not-it@127.0.0.1:{server.port}/0"):
+            problem = _store_unreachable(load_settings({"FANLINE_REDIS_URL": url}))
+            assert problem is not None and "\n" not in problem
+            assert "not-it" not in problem and PASSWORD not in problem
+            assert f"127.0.0.1:{server.port}" in problem
