@@ -9,7 +9,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 
 from services.common.config import ConfigError, Settings, load_settings
@@ -19,18 +20,47 @@ DEFAULT_DATA_DIR = "fanline-data"
 STORE_CHECK_S = 5.0
 
 
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum`, else a clear usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum, {minimum}")
+        return value
+
+    return parse
+
+
+def version() -> str:
+    try:
+        return metadata.version("fanline")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fanline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fanline {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run one role in the foreground (what Kubernetes runs)")
+    serve = sub.add_parser("serve", help="run one role in the foreground (what Kubernetes runs)",
+                           description="Run one role in the foreground, configured by FANLINE_* "
+                                       "environment variables (see the README); what each "
+                                       "container runs. Refuses to start without FANLINE_AUTH.")
     serve.add_argument("role", choices=SERVE_ROLES)
 
-    up = sub.add_parser("up", help="start store, services and workers; Ctrl-C stops all")
-    up.add_argument("--workers", type=int, default=1)
-    up.add_argument("--cluster", type=int, default=0, metavar="MASTERS",
+    up = sub.add_parser("up", help="start store, services and workers; Ctrl-C stops all",
+                        description="Start an embedded store (unless FANLINE_REDIS_URL is set), "
+                                    "the three services and the workers as supervised processes "
+                                    "on the configured addresses; Ctrl-C stops them all.")
+    up.add_argument("--workers", type=count(0), default=1, help="fan-out workers (default 1)")
+    up.add_argument("--cluster", type=count(0), default=0, metavar="MASTERS",
                     help="embedded store as a Valkey Cluster of this many masters (default: one node)")
-    up.add_argument("--replicas", type=int, default=0,
+    up.add_argument("--replicas", type=count(0), default=0,
                     help="replicas per master of the embedded cluster (default 0)")
     up.add_argument("--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
                     help="send traces and metrics here (e.g. http://127.0.0.1:4317)")
@@ -48,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("user", help="the token's sub: the user the caller acts as")
     token.add_argument("--scope", action="append", default=[], metavar="SCOPE",
                        help="a scope to grant (repeatable): fanline.admin, fanline.internal")
-    token.add_argument("--ttl", type=int, default=3600, metavar="SECONDS",
+    token.add_argument("--ttl", type=count(1), default=3600, metavar="SECONDS",
                        help="lifetime in seconds (default 3600)")
 
     certs = sub.add_parser(
@@ -154,8 +184,6 @@ def _token(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not settings.jwt_secrets:
         return _fail("FANLINE_JWT_SECRETS is not set: a token is signed with its first secret")
-    if args.ttl <= 0:
-        return _fail("--ttl must be a positive number of seconds")
     try:
         user_id(args.user, "USER")
     except Exception as exc:
@@ -179,8 +207,8 @@ def _up(args: argparse.Namespace) -> int:
         settings = load_settings()
     except ConfigError as exc:
         return _fail(str(exc))
-    if args.workers < 0 or args.cluster < 0 or args.replicas < 0 or (args.replicas and not args.cluster):
-        return _fail("--workers and --cluster must not be negative, and --replicas needs --cluster")
+    if args.replicas and not args.cluster:
+        return _fail("--replicas needs --cluster")
     persistent = not (args.ephemeral or args.cluster or settings.redis_url)
     suite = Suite(workers=args.workers, extra_env=_otlp_env(args.otlp_endpoint), free_ports=False,
                   cluster_masters=args.cluster, cluster_replicas=args.replicas,
@@ -224,8 +252,8 @@ def _up(args: argparse.Namespace) -> int:
         print(f"workers   {args.workers}")
         for name, proc in suite.procs.items():
             print(f"          {name} pid {proc.pid}")
-        if args.otlp_endpoint:
-            print(f"traces -> {args.otlp_endpoint}; Jaeger UI: http://127.0.0.1:16686")
+        if args.otlp_endpoint:  # where traces go; which UI shows them is the receiver's matter
+            print(f"traces    {args.otlp_endpoint} (OTLP)")
         print("Ctrl-C stops everything.", flush=True)
         reason = Supervisor(suite, lambda line: print(f"fanline: {line}", flush=True)).run(
             lambda: stop)
