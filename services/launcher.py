@@ -94,15 +94,15 @@ class Suite:
                                  env.get("FANLINE_TLS_CA", ""))
         try:
             if not env.get("FANLINE_REDIS_URL"):
+                # A password of its own each start: other local users and processes cannot
+                # use the store; the suite's processes get it in the URL.
+                password = secrets.token_urlsafe(24)
                 if self.cluster_masters:
-                    self.store = EmbeddedCluster(self.cluster_masters,
-                                                 self.cluster_replicas).start()
+                    self.store = EmbeddedCluster(self.cluster_masters, self.cluster_replicas,
+                                                 password=password).start()
                     env["FANLINE_REDIS_MODE"] = "cluster"
                 else:
-                    # A password of its own each start: other local users and processes
-                    # cannot use the store; the suite's processes get it in the URL.
-                    self.store = EmbeddedStore(data_dir=self.data_dir,
-                                               password=secrets.token_urlsafe(24)).start()
+                    self.store = EmbeddedStore(data_dir=self.data_dir, password=password).start()
                 env["FANLINE_REDIS_URL"] = self.store.url
             for role in ROLES:
                 self._spawn(role, role, {})

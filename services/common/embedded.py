@@ -263,9 +263,11 @@ class EmbeddedCluster:
     """
 
     def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", password: str | None = None) -> None:
+        """`password`: every node requires it (clients and replicas alike); it is in `url`."""
         if masters < 1 or replicas < 0:
             raise ValueError("need at least one master and a non-negative replica count")
+        self.password = password
         self._masters = masters
         self._replicas = replicas
         self._node_timeout_ms = node_timeout_ms
@@ -321,7 +323,9 @@ class EmbeddedCluster:
     def url(self) -> str:
         if not self._nodes:
             raise RuntimeError("cluster not started")
-        return ",".join(f"redis://{self._host}:{node.port}" for node in self._nodes[: self._masters])
+        secret = f":{quote(self.password, safe='')}@" if self.password else ""
+        return ",".join(f"redis://{secret}{self._host}:{node.port}"
+                        for node in self._nodes[: self._masters])
 
     @property
     def ports(self) -> list[int]:
@@ -377,7 +381,7 @@ class EmbeddedCluster:
     # -- internals ---------------------------------------------------------------------------
 
     def _cmd(self, port: int, *args: object) -> Any:
-        return _command(self._host, port, *args)
+        return _command(self._host, port, *args, password=self.password)
 
     def _by_port(self, port: int, required: bool = True) -> _ClusterNode | None:
         for node in self._nodes:
@@ -432,6 +436,8 @@ class EmbeddedCluster:
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-port", str(bus_port),
+            *(["--requirepass", self.password, "--masterauth", self.password]
+              if self.password else []),
             "--cluster-node-timeout", str(self._node_timeout_ms),
             # A replica may always fail over, however long since it heard from its master.
             "--cluster-replica-validity-factor", "0",

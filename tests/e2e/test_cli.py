@@ -43,8 +43,8 @@ def test_fanline_up_serves_everything_and_stops_cleanly_on_sigterm(flags: tuple[
     out, addrs = run_up(flags)
     assert store in out and addrs["TIMELINE"] in out and "stopped" in out
     assert "auth      none: every caller is trusted" in out
-    if not flags:  # the embedded node has a password of its own, never printed
-        assert "store     redis://:***@127.0.0.1:" in out
+    # The embedded store (node or cluster) has a password of its own, never printed.
+    assert "store     redis://:***@127.0.0.1:" in out
     assert not any(healthy(a, timeout_s=0.2) for a in addrs.values())
 
 

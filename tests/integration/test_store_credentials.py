@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import pytest
+import redis
+
 from services.cli import _store_unreachable
 from services.common.config import load_settings
-from services.common.embedded import EmbeddedStore
+from services.common.embedded import EmbeddedCluster, EmbeddedStore
 from services.common.store import Store
 
 PASSWORD = "s3cret/with:odd@chars"
 
 
-async def test_the_store_is_used_with_the_password_in_the_url() -> None:
-    with EmbeddedStore(password=PASSWORD) as server:
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+async def test_the_store_is_used_with_the_password_in_the_url(mode: str) -> None:
+    server = (EmbeddedCluster(3, password=PASSWORD) if mode == "cluster"
+              else EmbeddedStore(password=PASSWORD))
+    with server:
         assert PASSWORD not in server.url  # URL-quoted, so odd characters survive
-        store = await Store.open("single", server.url, 64, 8, 1000)
+        port = int(server.url.split(",")[0].rsplit(":", 1)[1].split("/")[0])
+        with redis.Redis(port=port) as anonymous, pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        store = await Store.open(mode, server.url, 64, 8, 1000)
         try:
             assert await store.client.healthy()
             created = await store.posts.create("alice", "behind a password", "", 0)
