@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ HMAC_ALGORITHMS = ("HS256",)
 KEY_ALGORITHMS = ("RS256", "ES256")
 HMAC_SECRET_MIN_CHARS = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 LEEWAY_S = 30  # clock skew tolerated between the token's issuer and us
+VERIFIED_CACHE_SIZE = 10_000  # tokens remembered as verified (a few MB at most)
 INTERNAL_TOKEN_TTL_S = 300
 INTERNAL_TOKEN_REFRESH_S = 60  # a cached internal token is replaced this long before it expires
 
@@ -81,8 +83,27 @@ class Keys:
         self._jwks = jwks
         self._issuer = issuer
         self._audience = audience
+        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()  # token -> exp
 
     def verify(self, token: str) -> Caller:
+        """The caller a token names, if it verifies. A token that verified before is only
+        checked for expiry: the token text includes its signature, so the same text cannot
+        say anything else, and the signature check is most of a call's auth cost."""
+        known = self._verified.get(token)
+        if known is not None:
+            caller, expires = known
+            if time.time() <= expires + LEEWAY_S:
+                self._verified.move_to_end(token)
+                return caller
+            del self._verified[token]
+            raise Unauthenticated("the token has expired")
+        caller, expires = self._verify(token)
+        self._verified[token] = (caller, expires)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)  # the least recently used
+        return caller
+
+    def _verify(self, token: str) -> tuple[Caller, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -104,7 +125,7 @@ class Keys:
             scopes = frozenset(scope)
         else:
             raise Unauthenticated("the token's scope claim must be a space-separated string")
-        return Caller(subject, scopes)
+        return Caller(subject, scopes), float(claims["exp"])
 
     def _public_keys(self, kid: object, algorithm: str) -> list[Any]:
         assert self._jwks is not None

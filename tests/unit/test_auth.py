@@ -139,3 +139,14 @@ def test_internal_tokens_are_reused_then_renewed_before_expiry(monkeypatch) -> N
     monkeypatch.setattr(time, "monotonic", lambda: now + 250)  # within a minute of expiry
     monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)
     assert internal.header() != first
+
+
+def test_a_verified_token_is_remembered_but_still_expires(monkeypatch) -> None:
+    keys = Keys([SECRET])
+    token = standard(claims(exp=int(time.time()) + 60))
+    first = keys.verify(token)
+    assert keys.verify(token) is first  # remembered: no second signature check
+    assert "signature" in refused(keys, token[:-4] + "AAAA")  # another text, checked in full
+    later = time.time() + 60 + 31  # past exp and the leeway
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert "expired" in refused(keys, token)
