@@ -31,7 +31,7 @@ COPY --from=build /opt/fanline /opt/fanline
 # Numeric user so Kubernetes can verify runAsNonRoot without resolving names.
 USER 10001:10001
 WORKDIR /tmp
-# post, fanout, timeline, worker health, Prometheus metrics
-EXPOSE 50051 50052 50053 50054 9464
+# post, fanout, timeline, worker health, Prometheus metrics, plain-text health under TLS (prod)
+EXPOSE 50051 50052 50053 50054 9464 8086
 ENTRYPOINT ["fanline"]
 CMD ["serve", "post"]

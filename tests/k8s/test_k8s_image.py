@@ -88,12 +88,8 @@ def test_image_runs_as_the_uid_the_manifests_expect() -> None:
 
 def test_image_exposes_every_container_port(overlay: Rendered) -> None:
     exposed = {int(p) for k, a in final_stage() if k == "EXPOSE" for p in a.split()}
-    # Except the plain-text health port: off by default (FANLINE_HEALTH_PORT=0), its number is
-    # the overlay's choice (prod's, for kubelet probes under TLS).
-    health = ("health", int(overlay.config["FANLINE_HEALTH_PORT"]))
     for _, container, role in overlay.fanline_containers():
-        ports = {p["containerPort"] for p in container["ports"] if (p["name"], p["containerPort"]) != health}
-        assert ports <= exposed, role
+        assert {p["containerPort"] for p in container["ports"]} <= exposed, role
 
 
 def test_default_command_starts_a_role() -> None:
