@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.graph import DEFAULT_SNAP_PATH
+from services.cli import count, real
 
 DEFAULT_OUT = "bench/out"
 SYNTHETIC_THRESHOLD = 10_000
@@ -24,16 +25,16 @@ def _graph_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--graph", metavar="PATH", default=None,
                    help="SNAP edge list (e.g. ../shared/data/soc-Slashdot0902.txt.gz); "
                         "'slashdot' = that default path")
-    g.add_argument("--max-edges", type=int, default=None,
+    g.add_argument("--max-edges", type=count(1), default=None,
                    help="read only the first N edges of --graph")
-    g.add_argument("--users", type=int, default=20_000)
-    g.add_argument("--mean-follows", type=float, default=20.0)
-    g.add_argument("--celebrities", type=int, default=1)
-    g.add_argument("--celebrity-followers", type=int, default=100_000,
+    g.add_argument("--users", type=count(2), default=20_000)
+    g.add_argument("--mean-follows", type=real(0, above=True), default=20.0)
+    g.add_argument("--celebrities", type=count(0), default=1)
+    g.add_argument("--celebrity-followers", type=count(0), default=100_000,
                    help="followers of the biggest celebrity (the next have 1/2, 1/3, ...)")
-    g.add_argument("--celebrity-reach", type=float, default=0.25,
+    g.add_argument("--celebrity-reach", type=real(0, 1), default=0.25,
                    help="share of workload users following each celebrity")
-    g.add_argument("--zipf", type=float, default=0.7, help="popularity skew of organic follows")
+    g.add_argument("--zipf", type=real(0), default=0.7, help="popularity skew of organic follows")
 
 
 def _workload_args(p: argparse.ArgumentParser) -> None:
@@ -44,19 +45,19 @@ def _workload_args(p: argparse.ArgumentParser) -> None:
                         f"list runs one hybrid per value, the first defining the celebrities")
     w.add_argument("--strategies", default="push,hybrid,pull",
                    help="comma-separated subset of push,hybrid,pull")
-    w.add_argument("--duration", type=float, default=30.0, help="seconds of traffic")
-    w.add_argument("--posts-per-s", type=float, default=20.0)
-    w.add_argument("--reads-per-s", type=float, default=100.0)
-    w.add_argument("--concurrency", type=int, default=16, help="requests in flight at most")
-    w.add_argument("--page-size", type=int, default=20)
-    w.add_argument("--celebrity-post-share", type=float, default=0.02,
+    w.add_argument("--duration", type=real(0, above=True), default=30.0, help="seconds of traffic")
+    w.add_argument("--posts-per-s", type=real(0, above=True), default=20.0)
+    w.add_argument("--reads-per-s", type=real(0, above=True), default=100.0)
+    w.add_argument("--concurrency", type=count(1), default=16, help="requests in flight at most")
+    w.add_argument("--page-size", type=count(1), default=20)
+    w.add_argument("--celebrity-post-share", type=real(0, 1), default=0.02,
                    help="share of posts by accounts at or above the threshold")
     w.add_argument("--seed", type=int, default=1, help="graph and schedule seed")
-    w.add_argument("--workers", type=int, default=1)
+    w.add_argument("--workers", type=count(1), default=1)
     w.add_argument("--load", choices=("auto", "grpc", "store"), default="auto",
                    help="how the graph is loaded (auto: gRPC for small graphs)")
-    w.add_argument("--seed-posts", type=int, default=2, help="older posts per author")
-    w.add_argument("--drain-timeout", type=float, default=180.0)
+    w.add_argument("--seed-posts", type=count(0), default=2, help="older posts per author")
+    w.add_argument("--drain-timeout", type=real(0, above=True), default=180.0)
     w.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     w.add_argument("--charts", default=None, help="PNG directory (default: --out)")
     w.add_argument("--name", default=None, help="file stem (default: synthetic or graph name)")
@@ -76,32 +77,32 @@ def add_commands(subparsers: Any) -> None:
                                metavar="{engine,reads,cluster,layouts,soak,chaos,docs}")
 
     engine = sub.add_parser("engine", help="one worker's inbox writes/s vs pipelined ZADD")
-    engine.add_argument("--followers", type=int, default=100_000)
-    engine.add_argument("--repeats", type=int, default=5)
-    engine.add_argument("--batch-size", type=int, default=1000)
-    engine.add_argument("--requests", type=int, default=1_000_000,
+    engine.add_argument("--followers", type=count(1), default=100_000)
+    engine.add_argument("--repeats", type=count(1), default=5)
+    engine.add_argument("--batch-size", type=count(1), default=1000)
+    engine.add_argument("--requests", type=count(1), default=1_000_000,
                         help="requests per redis-benchmark run")
-    engine.add_argument("--pipeline", type=int, default=32)
+    engine.add_argument("--pipeline", type=count(1), default=32)
     engine.add_argument("--python-baseline", action="store_true",
                         help="use the Python ZADD loop even if redis-benchmark exists")
-    engine.add_argument("--worker-concurrency", type=int, default=None,
+    engine.add_argument("--worker-concurrency", type=count(1), default=None,
                         help="consume loops in the worker (default: the service's setting)")
-    engine.add_argument("--cluster", type=int, default=0, metavar="MASTERS",
+    engine.add_argument("--cluster", type=count(0), default=0, metavar="MASTERS",
                         help="on an embedded cluster of this many masters (default: one node)")
     engine.add_argument("--out", default=DEFAULT_OUT)
     engine.set_defaults(func=cmd_engine)
 
     reads = sub.add_parser("reads", help="GetTimeline latency for one reader mix, concurrency 1")
-    reads.add_argument("--push-authors", type=int, default=100)
-    reads.add_argument("--pull-authors", type=int, default=5)
-    reads.add_argument("--posts-per-author", type=int, default=5)
-    reads.add_argument("--threshold", type=int, default=1000,
+    reads.add_argument("--push-authors", type=count(0), default=100)
+    reads.add_argument("--pull-authors", type=count(0), default=5)
+    reads.add_argument("--posts-per-author", type=count(1), default=5)
+    reads.add_argument("--threshold", type=count(0), default=1000,
                        help="pull authors get this many followers; push authors have fewer")
-    reads.add_argument("--readers", type=int, default=10,
+    reads.add_argument("--readers", type=count(1), default=10,
                        help="readers with the same mix, read in turn")
-    reads.add_argument("--reads", type=int, default=1000)
-    reads.add_argument("--page-size", type=int, default=20)
-    reads.add_argument("--cluster", type=int, default=0, metavar="MASTERS",
+    reads.add_argument("--reads", type=count(1), default=1000)
+    reads.add_argument("--page-size", type=count(1), default=20)
+    reads.add_argument("--cluster", type=count(0), default=0, metavar="MASTERS",
                        help="on an embedded cluster of this many masters (default: one node)")
     reads.add_argument("--out", default=DEFAULT_OUT)
     reads.set_defaults(func=cmd_reads)
@@ -111,9 +112,9 @@ def add_commands(subparsers: Any) -> None:
         description="Run the engine and reads benchmarks on one node and on a 3-master "
                     "embedded Valkey Cluster, side by side, and measure how evenly the masters "
                     "share keys and inbox writes.")
-    cluster.add_argument("--followers", type=int, default=100_000)
-    cluster.add_argument("--repeats", type=int, default=3, help="engine repeats per store")
-    cluster.add_argument("--reads", type=int, default=1000, help="GetTimeline calls per store")
+    cluster.add_argument("--followers", type=count(1), default=100_000)
+    cluster.add_argument("--repeats", type=count(1), default=3, help="engine repeats per store")
+    cluster.add_argument("--reads", type=count(1), default=1000, help="GetTimeline calls per store")
     cluster.add_argument("--out", default=DEFAULT_OUT)
     cluster.set_defaults(func=cmd_cluster)
 
@@ -132,9 +133,9 @@ def add_commands(subparsers: Any) -> None:
         description="Measure what the suite serves on this machine, then offer a share of it "
                     "as an open-loop stream of reads, posts and follows for N minutes, "
                     "reporting errors, RSS per process and p50/p99 per minute.")
-    soak.add_argument("--minutes", type=int, default=10)
-    soak.add_argument("--load", type=float, default=0.8, help="share of measured capacity")
-    soak.add_argument("--users", type=int, default=5000)
+    soak.add_argument("--minutes", type=count(3), default=10)
+    soak.add_argument("--load", type=real(0, 1, above=True), default=0.8, help="share of measured capacity")
+    soak.add_argument("--users", type=count(2), default=5000)
     soak.add_argument("--out", default=DEFAULT_OUT)
     soak.set_defaults(func=cmd_soak)
 
@@ -144,9 +145,9 @@ def add_commands(subparsers: Any) -> None:
                     "posts and reads, kill a random process (worker, service or store) every "
                     "few seconds, then check every acknowledged post for loss and duplication "
                     "and report recovery times.")
-    chaos.add_argument("--minutes", type=float, default=3.0)
-    chaos.add_argument("--post-rate", type=float, default=8.0, help="posts/s offered")
-    chaos.add_argument("--read-rate", type=float, default=40.0, help="timeline reads/s offered")
+    chaos.add_argument("--minutes", type=real(0, above=True), default=3.0)
+    chaos.add_argument("--post-rate", type=real(0, above=True), default=8.0, help="posts/s offered")
+    chaos.add_argument("--read-rate", type=real(0, above=True), default=40.0, help="timeline reads/s offered")
     chaos.add_argument("--seed", type=int, default=1, help="the kill plan and the load")
     chaos.add_argument("--out", default=DEFAULT_OUT)
     chaos.set_defaults(func=cmd_chaos)

@@ -23,36 +23,38 @@ import argparse
 import math
 from dataclasses import asdict, dataclass, field
 
+from services.cli import count, real
+
 SECONDS_PER_DAY = 86_400
 DAYS_PER_YEAR = 365
 
 
 def add_plan_args(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("traffic")
-    t.add_argument("--posts-per-day", type=float, default=1_000_000)
-    t.add_argument("--mean-followers", type=float, default=500)
-    t.add_argument("--reads-per-day", type=float, default=100_000_000)
-    t.add_argument("--followees-per-read", type=float, default=None,
+    t.add_argument("--posts-per-day", type=real(0, above=True), default=1_000_000)
+    t.add_argument("--mean-followers", type=real(0, above=True), default=500)
+    t.add_argument("--reads-per-day", type=real(0, above=True), default=100_000_000)
+    t.add_argument("--followees-per-read", type=real(0, above=True), default=None,
                    help="followees a timeline read covers (default: the mean followers, since "
                         "every follow edge has one follower and one followee)")
-    t.add_argument("--bytes-per-entry", type=float, default=150)
-    t.add_argument("--replication", type=int, default=3)
-    t.add_argument("--peak-factor", type=float, default=5)
+    t.add_argument("--bytes-per-entry", type=real(0, above=True), default=150)
+    t.add_argument("--replication", type=count(1), default=3)
+    t.add_argument("--peak-factor", type=real(1), default=5)
     m = p.add_argument_group("threshold model")
-    m.add_argument("--tail-alpha", type=float, default=2.0,
+    m.add_argument("--tail-alpha", type=real(0, above=True), default=2.0,
                    help="Pareto tail index of follower counts (smaller = heavier tail)")
-    m.add_argument("--max-followers", type=float, default=50_000_000,
+    m.add_argument("--max-followers", type=real(0, above=True), default=50_000_000,
                    help="the biggest account's followers")
-    m.add_argument("--worker-rate", type=float, default=40_000,
+    m.add_argument("--worker-rate", type=real(0, above=True), default=40_000,
                    help="inbox writes/s one worker sustains (see `fanline bench engine`)")
-    m.add_argument("--workers", type=int, default=None,
+    m.add_argument("--workers", type=count(1), default=None,
                    help="fan-out workers (default: enough for 70%% utilisation at peak)")
-    m.add_argument("--lag-target-s", type=float, default=5.0,
+    m.add_argument("--lag-target-s", type=real(0, above=True), default=5.0,
                    help="longest acceptable fan-out of one pushed post")
-    m.add_argument("--max-pulled-per-read", type=float, default=10.0,
+    m.add_argument("--max-pulled-per-read", type=real(0), default=10.0,
                    help="author lists a read may merge on top of the inbox")
-    m.add_argument("--write-cost", type=float, default=1.0, help="relative cost of one insert")
-    m.add_argument("--read-cost", type=float, default=1.0,
+    m.add_argument("--write-cost", type=real(0, above=True), default=1.0, help="relative cost of one insert")
+    m.add_argument("--read-cost", type=real(0, above=True), default=1.0,
                    help="relative cost of fetching one pulled list during a read")
     p.add_argument("--json", action="store_true", help="print JSON")
 

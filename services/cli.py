@@ -35,6 +35,24 @@ def count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def real(low: float, high: float | None = None, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number from `low` (or above it, with `above`) up to `high`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value != value or (value <= low if above else value < low) or \
+                (high is not None and value > high):
+            bounds = f"{'above' if above else 'from'} {low:g}" + (
+                f" up to {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"{text} is out of range (must be {bounds})")
+        return value
+
+    return parse
+
+
 def version() -> str:
     try:
         return metadata.version("fanline")

@@ -20,6 +20,14 @@ def test_version_is_the_installed_one(capsys: pytest.CaptureFixture[str]) -> Non
     (["up", "--replicas", "-1"], "--replicas: -1 is below the minimum, 0"),
     (["token", "alice", "--ttl", "0"], "--ttl: 0 is below the minimum, 1"),
     (["serve", "gateway"], "invalid choice: 'gateway'"),
+    (["bench", "--users", "1"], "--users: 1 is below the minimum, 2"),
+    (["bench", "--celebrity-reach", "1.5"], "--celebrity-reach: 1.5 is out of range"),
+    (["bench", "soak", "--minutes", "2"], "--minutes: 2 is below the minimum, 3"),
+    (["bench", "soak", "--load", "0"], "--load: 0 is out of range (must be above 0 up to 1)"),
+    (["bench", "chaos", "--post-rate", "nan"], "--post-rate: nan is out of range"),
+    (["bench", "engine", "--pipeline", "0"], "--pipeline: 0 is below the minimum, 1"),
+    (["plan", "--peak-factor", "0.5"], "--peak-factor: 0.5 is out of range (must be from 1)"),
+    (["plan", "--workers", "-1"], "--workers: -1 is below the minimum, 1"),
 ])
 def test_bad_arguments_are_usage_errors(argv: list[str], complaint: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
