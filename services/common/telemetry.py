@@ -77,8 +77,12 @@ def _endpoint(signal: str) -> str:
     return value if not value or "://" in value else f"http://{value}"
 
 
-def _exporter_wanted(signal: str) -> bool:
-    return os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() != "none"
+def _exporters(signal: str) -> set[str]:
+    """OTEL_{signal}_EXPORTER as the SDK reads it: a comma-separated list, "otlp" by default;
+    "none" turns the signal's export off."""
+    names = {n.strip().lower() for n in
+             os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").split(",") if n.strip()}
+    return set() if "none" in names else names
 
 
 def _resource(service_name: str) -> Resource:
@@ -104,8 +108,17 @@ def setup(service_name: str, settings: object | None = None) -> None:
     resource = _resource(service_name)
     tracer_provider: TracerProvider | None = None
     traces_endpoint = _endpoint("TRACES")
-    if traces_endpoint and _exporter_wanted("TRACES"):
+    span_exporters: list[Any] = []
+    trace_exporters = _exporters("TRACES")
+    if traces_endpoint and "otlp" in trace_exporters:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        span_exporters.append(OTLPSpanExporter(endpoint=traces_endpoint))
+    if "console" in trace_exporters:  # spans as JSON on stdout: no collector needed
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        span_exporters.append(ConsoleSpanExporter())
+    if span_exporters:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         tracer_provider = TracerProvider(
@@ -114,15 +127,14 @@ def setup(service_name: str, settings: object | None = None) -> None:
             span_limits=_span_limits(),
         )
         tracer_provider.add_span_processor(RedisSpanNames())
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_endpoint))
-        )
+        for exporter in span_exporters:
+            tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(tracer_provider)
         _instrument_redis(tracer_provider)
 
     readers: list[Any] = []
     metrics_endpoint = _endpoint("METRICS")
-    if metrics_endpoint and _exporter_wanted("METRICS"):
+    if metrics_endpoint and "otlp" in _exporters("METRICS"):
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         # The interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
@@ -139,7 +151,10 @@ def setup(service_name: str, settings: object | None = None) -> None:
         otel_metrics.set_meter_provider(meter_provider)
     configure(tracer_provider, meter_provider)
     if tracer_provider or meter_provider:
-        log.info("telemetry: traces -> %s, metrics -> %s", traces_endpoint or "off",
+        log.info("telemetry: traces -> %s, metrics -> %s",
+                 ", ".join(filter(None, [traces_endpoint if "otlp" in trace_exporters else "",
+                                         "stdout" if "console" in trace_exporters else ""]))
+                 or "off",
                  ", ".join(filter(None, [metrics_endpoint, f":{port}/metrics" if port else ""]))
                  or "off")
 

@@ -90,3 +90,20 @@ def test_a_traces_only_endpoint_turns_metrics_export_off_quietly() -> None:
     assert result["tracing"] is True and result["metrics"] is True
     assert "accepts no OTLP metrics" in stderr
     assert "ERROR" not in stderr and "WARNING" not in stderr, stderr
+
+
+def test_the_console_exporter_prints_spans_without_a_collector() -> None:
+    script = ("from services.common import telemetry\n"
+              "telemetry.setup('fanline-test')\n"
+              "with telemetry.span('console-check'):\n"
+              "    pass\n"
+              "telemetry.shutdown()\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FANLINE_"))}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**clean, "OTEL_TRACES_EXPORTER": "console",
+                               "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test"},
+                          timeout=60, check=True)
+    spans = json.loads("[" + done.stdout.replace("}\n{", "},\n{") + "]")
+    (only,) = [s for s in spans if s["name"] == "console-check"]
+    assert only["resource"]["attributes"]["service.name"] == "fanline-test"
+    assert only["resource"]["attributes"]["deployment.environment"] == "test"  # honoured too
