@@ -10,7 +10,7 @@ Queue depth, pending and reclaimed are queue-wide values read from the store by 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
@@ -51,6 +51,14 @@ class _Instruments:
             "fanline.timeline.pulled_cache", "{lookup}", "pulled-list cache lookups by result")
         self.body_cache = meter.create_counter(
             "fanline.timeline.body_cache", "{lookup}", "post-body cache lookups by result")
+        # RED metrics of every RPC (OpenTelemetry's RPC semantic conventions): the count of a
+        # histogram's observations is the request rate, its status code attribute the errors.
+        self.rpc_server = meter.create_histogram(
+            "rpc.server.duration", "ms", "time to answer each RPC, by service, method and code",
+            explicit_bucket_boundaries_advisory=_LATENCY_MS)
+        self.rpc_client = meter.create_histogram(
+            "rpc.client.duration", "ms", "time each RPC to another service took, by code",
+            explicit_bucket_boundaries_advisory=_LATENCY_MS)
         self.queue: tuple[int, int, int] | None = None  # last (depth, pending, reclaimed) seen
         meter.create_observable_gauge(
             "fanline.queue.depth", [self._observe(0)], "{entry}", "fan-out stream length")
@@ -127,3 +135,10 @@ def body_cache(hits: int, misses: int) -> None:
         instruments.body_cache.add(hits, {CACHE_RESULT: "hit"})
     if misses:
         instruments.body_cache.add(misses, {CACHE_RESULT: "miss"})
+
+
+def rpc_finished(side: str, attributes: Mapping[str, Any], code: int, duration_ms: float) -> None:
+    """One RPC answered (`side` "server") or made ("client"); `code`: its gRPC status code."""
+    instruments = _get()
+    histogram = instruments.rpc_server if side == "server" else instruments.rpc_client
+    histogram.record(duration_ms, {**attributes, "rpc.grpc.status_code": code})
