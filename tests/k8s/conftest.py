@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 # Overlays with an optional component switched on the way docs/deploy.md says (listed under the
 # overlay's `components:`): NAME+COMPONENT. They must pass every check the plain overlays do.
-VARIANTS = {"prod+cert-manager": ("prod", "cert-manager")}
+VARIANTS = {
+    "prod+cert-manager": ("prod", "cert-manager"),
+    "prod+keda": ("prod", "keda"),
+    "prod+monitoring": ("prod", "monitoring"),
+}
 OVERLAYS = (*sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir()), *VARIANTS)
 # Every kustomization directory that must render; base is included to catch errors at the source.
 TARGETS = ("base", *(f"overlays/{name}" for name in OVERLAYS))
@@ -155,6 +159,18 @@ def prod() -> Rendered:
 @pytest.fixture(scope="session")
 def dev_cluster() -> Rendered:
     return Rendered("dev-cluster", render("overlays/dev-cluster"))
+
+
+@pytest.fixture(scope="session")
+def prod_keda() -> Rendered:
+    """prod with the optional KEDA component (k8s/components/keda)."""
+    return Rendered("prod+keda", render("overlays/prod+keda"))
+
+
+@pytest.fixture(scope="session")
+def prod_monitoring() -> Rendered:
+    """prod with the optional monitoring component (k8s/components/monitoring)."""
+    return Rendered("prod+monitoring", render("overlays/prod+monitoring"))
 
 
 @pytest.fixture(scope="session")

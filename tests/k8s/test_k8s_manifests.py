@@ -55,8 +55,16 @@ TLS_KEYS = {"FANLINE_TLS_CERT": "tls.crt", "FANLINE_TLS_KEY": "tls.key", "FANLIN
 FILE_SETTINGS = (*TLS_KEYS, "FANLINE_JWT_JWKS")
 # Custom resources of optional components: kubernetes-validate ships only the built-in kinds'
 # schemas, so these are skipped there by name and checked field by field in
-# test_k8s_cert_manager.py instead.
-CUSTOM_KINDS = frozenset({("cert-manager.io/v1", "Certificate"), ("cert-manager.io/v1", "Issuer")})
+# test_k8s_cert_manager.py, test_k8s_keda.py and test_k8s_monitoring.py instead.
+CUSTOM_KINDS = frozenset({
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+    # test_k8s_keda.py
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    # test_k8s_monitoring.py
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+})
 # Stand-ins for values that only exist in a cluster's Secrets (prod's is not in git). A Secret
 # that an overlay renders (dev's) supplies its own values instead.
 SECRET_SAMPLES = {
@@ -240,10 +248,16 @@ def test_images_are_pinned(overlay: Rendered) -> None:
         assert not ref.endswith(":latest"), f"{name_of(workload)}: {image} uses latest"
 
 
-def test_prod_pins_a_release_of_fanline(prod: Rendered) -> None:
-    for _, container, _ in prod.fanline_containers():
-        image = container["image"]
-        assert "@sha256:" in image or re.search(r":v?\d+\.\d+\.\d+$", image), image
+def test_prod_pins_fanline_by_digest(overlay: Rendered) -> None:
+    # prod and its variants run exactly the image CI built: a digest, which no push can move
+    # (the release job writes it into overlays/prod's `images:`). Dev runs its own local build.
+    images = {container["image"] for _, container, _ in overlay.fanline_containers()}
+    assert len(images) == 1, images
+    (image,) = images
+    if overlay.overlay == "prod":
+        assert re.fullmatch(r"[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}", image), image
+    else:
+        assert image == "fanline:dev", image
 
 
 # --- containers --------------------------------------------------------------------------
@@ -630,15 +644,22 @@ def test_rollouts_never_reduce_capacity(overlay: Rendered) -> None:
 
 
 def test_autoscalers_own_the_replica_counts(overlay: Rendered) -> None:
-    targets = {}
-    for hpa in overlay.of_kind("HorizontalPodAutoscaler"):
-        assert hpa["apiVersion"] == "autoscaling/v2"
-        ref = hpa["spec"]["scaleTargetRef"]
-        deployment = overlay.get(ref["kind"], ref["name"])
+    targets: dict[str, Obj] = {}
+    # A KEDA ScaledObject (k8s/components/keda) stands for the HPA that KEDA creates from it.
+    for scaler in [*overlay.of_kind("HorizontalPodAutoscaler"), *overlay.of_kind("ScaledObject")]:
+        if scaler["kind"] == "HorizontalPodAutoscaler":
+            assert scaler["apiVersion"] == "autoscaling/v2"
+            low, high = scaler["spec"]["minReplicas"], scaler["spec"]["maxReplicas"]
+        else:
+            low, high = scaler["spec"]["minReplicaCount"], scaler["spec"]["maxReplicaCount"]
+        ref = scaler["spec"]["scaleTargetRef"]
+        deployment = overlay.get(ref.get("kind", "Deployment"), ref["name"])
         # Left unset, `kubectl apply` never fights the autoscaler over the count.
         assert "replicas" not in deployment["spec"], name_of(deployment)
-        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
-        targets[ref["name"]] = hpa
+        assert 1 <= low <= high
+        # Two autoscalers on one Deployment would fight over its count.
+        assert ref["name"] not in targets, f"{overlay.name}: {ref['name']} has two autoscalers"
+        targets[ref["name"]] = scaler
     scaled = {role for w, _, role in overlay.fanline_containers() if w["metadata"]["name"] in targets}
     assert scaled == HPA_ROLES
 
