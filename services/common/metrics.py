@@ -23,6 +23,7 @@ JOB_KIND = "fanline.job.kind"  # post | backfill
 TIMELINE_PATH = "fanline.timeline.path"  # inbox_only | merged | archive
 PARTIAL = "fanline.timeline.partial"
 CACHE_RESULT = "fanline.cache.result"  # hit | miss
+PARTITION = "fanline.queue.partition"  # 0 .. FANLINE_QUEUE_PARTITIONS - 1
 
 _LATENCY_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2500)
 _LAG_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000)
@@ -60,6 +61,7 @@ class _Instruments:
             "rpc.client.duration", "ms", "time each RPC to another service took, by code",
             explicit_bucket_boundaries_advisory=_LATENCY_MS)
         self.queue: tuple[int, int, int] | None = None  # last (depth, pending, reclaimed) seen
+        self.partitions: tuple[tuple[int, int], ...] = ()  # last (depth, pending) per partition
         meter.create_observable_gauge(
             "fanline.queue.depth", [self._observe(0)], "{entry}", "fan-out stream length")
         meter.create_observable_gauge(
@@ -68,6 +70,22 @@ class _Instruments:
         meter.create_observable_counter(
             "fanline.queue.reclaimed", [self._observe(2)], "{entry}",
             "entries taken over from stopped workers (store-wide total)")
+        # Per partition: a partition whose depth grows while the others drain points at a hot
+        # bucket or a stuck consumer. Entries are deleted once acknowledged, so depth - pending
+        # is the lag: entries no worker has read yet.
+        meter.create_observable_gauge(
+            "fanline.queue.partition.depth", [self._observe_partitions(0)], "{entry}",
+            "fan-out stream length of one partition")
+        meter.create_observable_gauge(
+            "fanline.queue.partition.pending", [self._observe_partitions(1)], "{entry}",
+            "entries of one partition read by a worker and not yet acknowledged")
+
+    def _observe_partitions(self, index: int) -> Any:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(values[index], {PARTITION: partition})
+                    for partition, values in enumerate(self.partitions)]
+
+        return callback
 
     def _observe(self, index: int) -> Any:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
@@ -117,8 +135,11 @@ def post_delivered(mode: str, writes: int, lag_ms: int) -> None:
     instruments.fanout_lag.record(lag_ms, {MODE: mode})
 
 
-def queue_observed(depth: int, pending: int, reclaimed: int) -> None:
-    _get().queue = (depth, pending, reclaimed)
+def queue_observed(depth: int, pending: int, reclaimed: int,
+                   by_partition: tuple[tuple[int, int], ...] = ()) -> None:
+    instruments = _get()
+    instruments.queue = (depth, pending, reclaimed)
+    instruments.partitions = by_partition
 
 
 def timeline_read(duration_ms: float, path: str, partial: bool) -> None:

@@ -272,4 +272,4 @@ class Consumer:
             return
         self._last_stats = time.monotonic()
         stats = await self._store.queue.stats()
-        metrics.queue_observed(stats.depth, stats.pending, stats.reclaimed)
+        metrics.queue_observed(stats.depth, stats.pending, stats.reclaimed, stats.by_partition)

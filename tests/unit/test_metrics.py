@@ -116,15 +116,24 @@ async def test_delivery_metrics_for_a_push_and_a_pull_post(
     assert [p.value for p in points(reader, "fanline.queue.depth").values()] == [0]
     assert [p.value for p in points(reader, "fanline.queue.pending").values()] == [0]
     assert [p.value for p in points(reader, "fanline.queue.reclaimed").values()] == [0]
+    partitions = points(reader, "fanline.queue.partition.depth")
+    assert len(partitions) == store.queue.partitions and \
+        all(p.value == 0 for p in partitions.values())
 
 
 async def test_queue_gauges_are_silent_until_the_worker_has_read_them(
     reader: InMemoryMetricReader,
 ) -> None:
     assert points(reader, "fanline.queue.depth") == {}
-    metrics.queue_observed(7, 2, 1)
+    assert points(reader, "fanline.queue.partition.depth") == {}
+    metrics.queue_observed(7, 2, 1, ((5, 2), (0, 0), (2, 0)))
     assert [p.value for p in points(reader, "fanline.queue.depth").values()] == [7]
     assert [p.value for p in points(reader, "fanline.queue.pending").values()] == [2]
+    by_partition = {dict(k)["fanline.queue.partition"]: p.value
+                    for k, p in points(reader, "fanline.queue.partition.depth").items()}
+    assert by_partition == {0: 5, 1: 0, 2: 2}
+    assert {dict(k)["fanline.queue.partition"]: p.value for k, p in
+            points(reader, "fanline.queue.partition.pending").items()} == {0: 2, 1: 0, 2: 0}
 
 
 async def test_timeline_latency_by_path_and_cache_lookups(

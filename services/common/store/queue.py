@@ -44,6 +44,8 @@ class QueueStats:
     refused_queue_full: int
     depth: int
     pending: int
+    # (depth, pending) of each partition's stream, in partition order
+    by_partition: tuple[tuple[int, int], ...] = ()
 
     @property
     def write_amplification(self) -> float:
@@ -234,16 +236,17 @@ class QueueRecords:
             await self.ensure_groups()
             replies = await self._client.batch(commands)
         counters: dict[str, int] = {}
-        depth = pending = 0
+        by_partition: list[tuple[int, int]] = []
         for index in range(self.partitions):
             raw, length, summary = replies[3 * index: 3 * index + 3]
             for key, value in raw.items():
                 name = records.text(key)
                 counters[name] = counters.get(name, 0) + int(value)
-            depth += int(length)
-            pending += int(summary["pending"]) if summary else 0
+            by_partition.append((int(length), int(summary["pending"]) if summary else 0))
         return QueueStats(**{c.value: counters.get(c.value, 0) for c in Counter},
-                          depth=depth, pending=pending)
+                          depth=sum(d for d, _ in by_partition),
+                          pending=sum(p for _, p in by_partition),
+                          by_partition=tuple(by_partition))
 
     async def deliveries(self, post_ids: Sequence[int]) -> list[DeliveryRecord | None]:
         """Several posts' delivery records (one pipeline)."""
