@@ -27,9 +27,10 @@ def _graph_args(p: argparse.ArgumentParser) -> None:
                         "'slashdot' = that default path")
     g.add_argument("--max-edges", type=count(1), default=None,
                    help="read only the first N edges of --graph")
-    g.add_argument("--users", type=count(2), default=20_000)
-    g.add_argument("--mean-follows", type=real(0, above=True), default=20.0)
-    g.add_argument("--celebrities", type=count(0), default=1)
+    g.add_argument("--users", type=count(2), default=20_000, help="accounts in the synthetic graph")
+    g.add_argument("--mean-follows", type=real(0, above=True), default=20.0,
+                   help="mean accounts each user follows (log-normal)")
+    g.add_argument("--celebrities", type=count(0), default=1, help="celebrity accounts")
     g.add_argument("--celebrity-followers", type=count(0), default=100_000,
                    help="followers of the biggest celebrity (the next have 1/2, 1/3, ...)")
     g.add_argument("--celebrity-reach", type=real(0, 1), default=0.25,
@@ -46,22 +47,24 @@ def _workload_args(p: argparse.ArgumentParser) -> None:
     w.add_argument("--strategies", default="push,hybrid,pull",
                    help="comma-separated subset of push,hybrid,pull")
     w.add_argument("--duration", type=real(0, above=True), default=30.0, help="seconds of traffic")
-    w.add_argument("--posts-per-s", type=real(0, above=True), default=20.0)
-    w.add_argument("--reads-per-s", type=real(0, above=True), default=100.0)
+    w.add_argument("--posts-per-s", type=real(0, above=True), default=20.0, help="posts offered per second")
+    w.add_argument("--reads-per-s", type=real(0, above=True), default=100.0,
+                   help="timeline reads offered per second")
     w.add_argument("--concurrency", type=count(1), default=16, help="requests in flight at most")
-    w.add_argument("--page-size", type=count(1), default=20)
+    w.add_argument("--page-size", type=count(1), default=20, help="entries per timeline page")
     w.add_argument("--celebrity-post-share", type=real(0, 1), default=0.02,
                    help="share of posts by accounts at or above the threshold")
     w.add_argument("--seed", type=int, default=1, help="graph and schedule seed")
-    w.add_argument("--workers", type=count(1), default=1)
+    w.add_argument("--workers", type=count(1), default=1, help="fan-out worker processes")
     w.add_argument("--load", choices=("auto", "grpc", "store"), default="auto",
                    help="how the graph is loaded (auto: gRPC for small graphs)")
     w.add_argument("--seed-posts", type=count(0), default=2, help="older posts per author")
-    w.add_argument("--drain-timeout", type=real(0, above=True), default=180.0)
+    w.add_argument("--drain-timeout", type=real(0, above=True), default=180.0,
+                   help="seconds to wait for fan-out to finish after the traffic")
     w.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     w.add_argument("--charts", default=None, help="PNG directory (default: --out)")
     w.add_argument("--name", default=None, help="file stem (default: synthetic or graph name)")
-    w.add_argument("--no-progress", action="store_true")
+    w.add_argument("--no-progress", action="store_true", help="print only the results")
 
 
 def add_commands(subparsers: Any) -> None:
@@ -76,35 +79,45 @@ def add_commands(subparsers: Any) -> None:
     sub = bench.add_subparsers(dest="bench_command",
                                metavar="{engine,reads,cluster,layouts,soak,chaos,docs}")
 
-    engine = sub.add_parser("engine", help="one worker's inbox writes/s vs pipelined ZADD")
-    engine.add_argument("--followers", type=count(1), default=100_000)
-    engine.add_argument("--repeats", type=count(1), default=5)
-    engine.add_argument("--batch-size", type=count(1), default=1000)
+    engine = sub.add_parser(
+        "engine", help="one worker's inbox writes/s vs pipelined ZADD",
+        description="Fan one author's posts out to N active followers with one worker and "
+                    "compare its inbox writes/s with what the store takes from pipelined ZADD "
+                    "(redis-benchmark) in the same run.")
+    engine.add_argument("--followers", type=count(1), default=100_000,
+                        help="active followers of the one author")
+    engine.add_argument("--repeats", type=count(1), default=5, help="posts fanned out (the median is kept)")
+    engine.add_argument("--batch-size", type=count(1), default=1000, help="followers per fan-out batch")
     engine.add_argument("--requests", type=count(1), default=1_000_000,
                         help="requests per redis-benchmark run")
-    engine.add_argument("--pipeline", type=count(1), default=32)
+    engine.add_argument("--pipeline", type=count(1), default=32, help="redis-benchmark pipeline depth")
     engine.add_argument("--python-baseline", action="store_true",
                         help="use the Python ZADD loop even if redis-benchmark exists")
     engine.add_argument("--worker-concurrency", type=count(1), default=None,
                         help="consume loops in the worker (default: the service's setting)")
     engine.add_argument("--cluster", type=count(0), default=0, metavar="MASTERS",
                         help="on an embedded cluster of this many masters (default: one node)")
-    engine.add_argument("--out", default=DEFAULT_OUT)
+    engine.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     engine.set_defaults(func=cmd_engine)
 
-    reads = sub.add_parser("reads", help="GetTimeline latency for one reader mix, concurrency 1")
-    reads.add_argument("--push-authors", type=count(0), default=100)
-    reads.add_argument("--pull-authors", type=count(0), default=5)
-    reads.add_argument("--posts-per-author", type=count(1), default=5)
+    reads = sub.add_parser(
+        "reads", help="GetTimeline latency for one reader mix, concurrency 1",
+        description="Measure GetTimeline latency, one call at a time, for readers following a "
+                    "mix of push and pull authors.")
+    reads.add_argument("--push-authors", type=count(0), default=100,
+                       help="followed authors delivered by push")
+    reads.add_argument("--pull-authors", type=count(0), default=5,
+                       help="followed authors read by pull")
+    reads.add_argument("--posts-per-author", type=count(1), default=5, help="posts each author has")
     reads.add_argument("--threshold", type=count(0), default=1000,
                        help="pull authors get this many followers; push authors have fewer")
     reads.add_argument("--readers", type=count(1), default=10,
                        help="readers with the same mix, read in turn")
-    reads.add_argument("--reads", type=count(1), default=1000)
-    reads.add_argument("--page-size", type=count(1), default=20)
+    reads.add_argument("--reads", type=count(1), default=1000, help="GetTimeline calls measured")
+    reads.add_argument("--page-size", type=count(1), default=20, help="entries per page")
     reads.add_argument("--cluster", type=count(0), default=0, metavar="MASTERS",
                        help="on an embedded cluster of this many masters (default: one node)")
-    reads.add_argument("--out", default=DEFAULT_OUT)
+    reads.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     reads.set_defaults(func=cmd_reads)
 
     cluster = sub.add_parser(
@@ -112,10 +125,11 @@ def add_commands(subparsers: Any) -> None:
         description="Run the engine and reads benchmarks on one node and on a 3-master "
                     "embedded Valkey Cluster, side by side, and measure how evenly the masters "
                     "share keys and inbox writes.")
-    cluster.add_argument("--followers", type=count(1), default=100_000)
+    cluster.add_argument("--followers", type=count(1), default=100_000,
+                         help="active followers of the engine's author")
     cluster.add_argument("--repeats", type=count(1), default=3, help="engine repeats per store")
     cluster.add_argument("--reads", type=count(1), default=1000, help="GetTimeline calls per store")
-    cluster.add_argument("--out", default=DEFAULT_OUT)
+    cluster.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     cluster.set_defaults(func=cmd_cluster)
 
     layouts = sub.add_parser(
@@ -129,14 +143,15 @@ def add_commands(subparsers: Any) -> None:
     layouts.set_defaults(func=cmd_layouts)
 
     soak = sub.add_parser(
-        "soak", help="mixed load at 80% of measured capacity for N minutes: errors, RSS, p99",
+        "soak", help="mixed load at 80%% of measured capacity for N minutes: errors, RSS, p99",
         description="Measure what the suite serves on this machine, then offer a share of it "
                     "as an open-loop stream of reads, posts and follows for N minutes, "
                     "reporting errors, RSS per process and p50/p99 per minute.")
-    soak.add_argument("--minutes", type=count(3), default=10)
+    soak.add_argument("--minutes", type=count(3), default=10,
+                      help="minutes of load (the verdict needs at least 3)")
     soak.add_argument("--load", type=real(0, 1, above=True), default=0.8, help="share of measured capacity")
-    soak.add_argument("--users", type=count(2), default=5000)
-    soak.add_argument("--out", default=DEFAULT_OUT)
+    soak.add_argument("--users", type=count(2), default=5000, help="accounts in the graph")
+    soak.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     soak.set_defaults(func=cmd_soak)
 
     chaos = sub.add_parser(
@@ -145,17 +160,20 @@ def add_commands(subparsers: Any) -> None:
                     "posts and reads, kill a random process (worker, service or store) every "
                     "few seconds, then check every acknowledged post for loss and duplication "
                     "and report recovery times.")
-    chaos.add_argument("--minutes", type=real(0, above=True), default=3.0)
+    chaos.add_argument("--minutes", type=real(0, above=True), default=3.0, help="minutes of load and kills")
     chaos.add_argument("--post-rate", type=real(0, above=True), default=8.0, help="posts/s offered")
     chaos.add_argument("--read-rate", type=real(0, above=True), default=40.0, help="timeline reads/s offered")
     chaos.add_argument("--seed", type=int, default=1, help="the kill plan and the load")
-    chaos.add_argument("--out", default=DEFAULT_OUT)
+    chaos.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     chaos.set_defaults(func=cmd_chaos)
 
-    docs = sub.add_parser("docs", help="rerun everything and rewrite docs/benchmarks.md")
-    docs.add_argument("--doc", default="docs/benchmarks.md")
-    docs.add_argument("--img", default="docs/img")
-    docs.add_argument("--out", default=DEFAULT_OUT)
+    docs = sub.add_parser(
+        "docs", help="rerun everything and rewrite docs/benchmarks.md",
+        description="Rerun every benchmark and rewrite docs/benchmarks.md and its charts, "
+                    "recording the machine and the commit measured.")
+    docs.add_argument("--doc", default="docs/benchmarks.md", help="the page to rewrite")
+    docs.add_argument("--img", default="docs/img", help="where the charts go")
+    docs.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     docs.add_argument("--graph", default=str(DEFAULT_SNAP_PATH),
                       help="real graph to include if present")
     docs.add_argument("--quick", action="store_true",

@@ -31,15 +31,19 @@ DAYS_PER_YEAR = 365
 
 def add_plan_args(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("traffic")
-    t.add_argument("--posts-per-day", type=real(0, above=True), default=1_000_000)
-    t.add_argument("--mean-followers", type=real(0, above=True), default=500)
-    t.add_argument("--reads-per-day", type=real(0, above=True), default=100_000_000)
+    t.add_argument("--posts-per-day", type=real(0, above=True), default=1_000_000,
+                   help="posts created per day")
+    t.add_argument("--mean-followers", type=real(0, above=True), default=500,
+                   help="mean followers per account")
+    t.add_argument("--reads-per-day", type=real(0, above=True), default=100_000_000,
+                   help="timeline reads per day")
     t.add_argument("--followees-per-read", type=real(0, above=True), default=None,
                    help="followees a timeline read covers (default: the mean followers, since "
                         "every follow edge has one follower and one followee)")
-    t.add_argument("--bytes-per-entry", type=real(0, above=True), default=150)
-    t.add_argument("--replication", type=count(1), default=3)
-    t.add_argument("--peak-factor", type=real(1), default=5)
+    t.add_argument("--bytes-per-entry", type=real(0, above=True), default=150,
+                   help="store memory per inbox entry (see `fanline bench cluster`)")
+    t.add_argument("--replication", type=count(1), default=3, help="copies of each entry kept")
+    t.add_argument("--peak-factor", type=real(1), default=5, help="peak rate over the daily mean")
     m = p.add_argument_group("threshold model")
     m.add_argument("--tail-alpha", type=real(0, above=True), default=2.0,
                    help="Pareto tail index of follower counts (smaller = heavier tail)")

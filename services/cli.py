@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from services.common.config import ConfigError, Settings, load_settings
 
@@ -60,8 +61,27 @@ def version() -> str:
         return "unknown"
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """--help shows each option's default, unless its help already speaks of it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings
+                or action.default in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every `fanline` command's parser (subcommands inherit it): defaults shown in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fanline", description=__doc__)
+    parser = Parser(prog="fanline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fanline {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -107,8 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "FANLINE_TLS_KEY. For development and tests only.")
     certs.add_argument("dir", help="directory to write ca.crt, tls.crt and tls.key to")
 
-    demo = sub.add_parser("demo", help="play a small story and print a timeline")
-    demo.add_argument("--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""))
+    demo = sub.add_parser("demo", help="play a small story and print a timeline",
+                          description="Play a small story (two ordinary authors, a celebrity, a "
+                                      "reader, a crowd of fans) over the real gRPC API, against "
+                                      "a running suite at the configured addresses or else one "
+                                      "it starts, and print the reader's timeline and what each "
+                                      "post cost.")
+    demo.add_argument("--otlp-endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+                      help="send the suite's traces here (e.g. http://127.0.0.1:4317)")
 
     try:
         from bench.cli import add_commands

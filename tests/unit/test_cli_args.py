@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from services.cli import build_parser, version
@@ -40,3 +42,30 @@ def test_bad_arguments_are_usage_errors(argv: list[str], complaint: str,
 def test_good_arguments_parse() -> None:
     args = build_parser().parse_args(["up", "--workers", "0", "--cluster", "3", "--replicas", "1"])
     assert (args.workers, args.cluster, args.replicas) == (0, 3, 1)
+
+
+def commands(parser: argparse.ArgumentParser, path: str = "fanline"
+             ) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = [(path, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += commands(sub, f"{path} {name}")
+    return found
+
+
+def test_every_command_says_what_it_does_and_every_option_its_meaning_and_default() -> None:
+    every = commands(build_parser())
+    assert len(every) >= 15  # fanline, its commands, the bench subcommands
+    for path, parser in every:
+        assert parser.description, f"{path}: no description"
+        text = parser.format_help()
+        options = text[text.index("options:"):]  # below the usage line
+        for action in parser._actions:
+            if not action.option_strings or action.dest == "help" or \
+                    isinstance(action, argparse._VersionAction):
+                continue
+            assert action.help, f"{path} {action.option_strings[0]}: no help"
+            if action.default not in (None, False):
+                entry = options[options.index(action.option_strings[-1]):]
+                assert "default" in entry[:400], f"{path} {action.option_strings[0]}: no default"
