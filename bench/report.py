@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,9 +125,13 @@ def _colors(results: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+CHART_DPI = 110
+CHART_WIDTH_PX = 880
+
 def draw_charts(report: dict[str, Any], path: Path) -> Path | None:
-    """Latency CDFs, write amplification and fan-out lag side by side; None without
-    matplotlib (the JSON and the table still carry every figure)."""
+    """Latency CDFs, write amplification and fan-out lag, one above the other (CHART_WIDTH_PX
+    wide, readable on a page without zooming); None without matplotlib (the JSON and the
+    table still carry every figure)."""
     try:
         import matplotlib
 
@@ -137,7 +142,7 @@ def draw_charts(report: dict[str, Any], path: Path) -> Path | None:
         return None
     results: list[dict[str, Any]] = report["strategies"]
     colors = _colors(results)
-    fig, (lat, amp, lag) = plt.subplots(1, 3, figsize=(17, 5))
+    fig, (lat, amp, lag) = plt.subplots(3, 1, figsize=(CHART_WIDTH_PX / CHART_DPI, 13))
     for r in results:
         color = colors[r["strategy"]]
         raw = r["raw"]
@@ -163,7 +168,7 @@ def draw_charts(report: dict[str, Any], path: Path) -> Path | None:
     lat.set_ylabel("share of reads at or below")
     lat.set_title("Timeline read latency (CDF)")
     lat.grid(True, which="both", alpha=0.3)
-    lat.legend(fontsize=7)
+    lat.legend(fontsize=8)
 
     stats = ("mean", "p99", "max")
     width = 0.8 / max(1, len(results))
@@ -186,16 +191,16 @@ def draw_charts(report: dict[str, Any], path: Path) -> Path | None:
     amp.set_ylabel("inbox writes per post (log)")
     amp.set_title("Write amplification")
     amp.grid(True, axis="y", which="both", alpha=0.3)
-    amp.legend(fontsize=7)
+    amp.legend(fontsize=8)
 
     lag.set_xlabel("post creation -> last inbox write (ms, log)")
     lag.set_ylabel("share of posts at or below")
     lag.set_title("Fan-out lag (CDF)")
     lag.grid(True, which="both", alpha=0.3)
-    lag.legend(fontsize=7)
-    fig.suptitle(report["graph"]["source"], fontsize=9)
+    lag.legend(fontsize=8)
+    fig.suptitle(textwrap.fill(report["graph"]["source"], 90), fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return path
