@@ -12,9 +12,13 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from services.common import telemetry
 from services.common.config import Settings, load_settings
 from services.common.embedded import EmbeddedCluster, EmbeddedStore
 from services.common.store import Store
@@ -119,3 +123,27 @@ async def async_wait_for(condition: Callable[[], object], timeout_s: float = 10.
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {message}")
         await asyncio.sleep(interval_s)
+
+
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    """Metrics recorded in memory for the test (telemetry's provider while it runs)."""
+    memory = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[memory])
+    telemetry.configure(None, provider)
+    yield memory
+    telemetry.configure(None, None)
+    provider.shutdown()
+
+
+def points(memory: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+    """Data points of one metric, keyed by their sorted attributes."""
+    data = memory.get_metrics_data()
+    out: dict[tuple[tuple[str, Any], ...], Any] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        out[tuple(sorted((point.attributes or {}).items()))] = point
+    return out

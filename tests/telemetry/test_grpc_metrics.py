@@ -3,31 +3,17 @@ rpc.client.duration point per call on the caller, each labelled with its status 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
-import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from services.common import clients, telemetry
+from services.common import clients
 from services.common.pagination import PageTokens
 from services.common.server import GrpcServer
 from services.common.store import Store
 from services.gen.feed.v1 import post_pb2, post_pb2_grpc
 from services.post.posts import Posts
 from services.post.servicer import PostServicer
-from tests.unit.test_metrics import points
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[memory])
-    telemetry.configure(None, provider)
-    yield memory
-    telemetry.configure(None, None)
-    provider.shutdown()
+from tests.conftest import points
 
 
 async def test_every_call_is_counted_timed_and_labelled_with_its_code(

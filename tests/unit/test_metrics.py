@@ -4,14 +4,11 @@ an in-memory metric reader."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from services.common import metrics, telemetry
+from services.common import metrics
 from services.common.clock import now_ms
 from services.common.config import Settings
 from services.common.store import Store
@@ -21,29 +18,7 @@ from services.fanout.service import Fanout
 from services.gen.feed.v1 import post_pb2
 from services.timeline.cursor import FIRST_PAGE
 from services.timeline.reader import TimelineReader
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[memory])
-    telemetry.configure(None, provider)
-    yield memory
-    telemetry.configure(None, None)
-    provider.shutdown()
-
-
-def points(memory: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
-    """Data points of one metric, keyed by their sorted attributes."""
-    data = memory.get_metrics_data()
-    out: dict[tuple[tuple[str, Any], ...], Any] = {}
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == name:
-                    for point in metric.data.data_points:
-                        out[tuple(sorted((point.attributes or {}).items()))] = point
-    return out
+from tests.conftest import points
 
 
 class FakePosts:
