@@ -24,6 +24,7 @@ from services.common.access import AccessInterceptor
 from services.common.auth import Keys, keys_for
 from services.common.config import Settings
 from services.common.errors import DomainError
+from services.common.interceptor import Unary, UnaryServerInterceptor
 from services.common.store import is_outage
 from services.common.tls import TlsFiles
 
@@ -44,20 +45,11 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(UnaryServerInterceptor):
     """Turns DomainError into its status (with rich details) and store outages into
     UNAVAILABLE, so callers never see INTERNAL for anything but a bug."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-
+    def wrap(self, method: str, inner: Unary) -> Unary:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 return await inner(request, context)
@@ -70,11 +62,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 log.warning("store unavailable: %s", exc)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "store unavailable, retry")
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return unary
 
 
 # Health service name for liveness probes: SERVING while the process runs, whatever its

@@ -39,6 +39,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from services.common import metrics
+from services.common.interceptor import Unary, UnaryServerInterceptor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -491,7 +492,7 @@ def _field_violations(raw: bytes) -> list[str]:
     return out
 
 
-class _ServerTracing(grpc.aio.ServerInterceptor):
+class _ServerTracing(UnaryServerInterceptor):
     """SERVER span per call, child of the caller's propagated context. It must be the first
     interceptor, so the status set by ErrorMappingInterceptor (abort with rich details) is
     visible on the context when the call returns."""
@@ -499,16 +500,10 @@ class _ServerTracing(grpc.aio.ServerInterceptor):
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None or handler.unary_unary is None or not _traced_method(method):
-            return handler
-        inner = handler.unary_unary
+    def applies_to(self, method: str) -> bool:
+        return _traced_method(method)
+
+    def wrap(self, method: str, inner: Unary) -> Unary:
         name, attributes = _rpc_attributes(method)
         tracer = self._tracer
 
@@ -535,11 +530,7 @@ class _ServerTracing(grpc.aio.ServerInterceptor):
                                   context.trailing_metadata())
                 return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return unary
 
 
 class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor):
@@ -579,20 +570,14 @@ def _code_value(code: grpc.StatusCode | None) -> int:
     return int((code or grpc.StatusCode.OK).value[0])
 
 
-class _ServerMetrics(grpc.aio.ServerInterceptor):
+class _ServerMetrics(UnaryServerInterceptor):
     """rpc.server.duration per call, with the status the call ended with (as set by the
     error mapping and access interceptors inside it)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None or handler.unary_unary is None or not _traced_method(method):
-            return handler
-        inner = handler.unary_unary
+    def applies_to(self, method: str) -> bool:
+        return _traced_method(method)
+
+    def wrap(self, method: str, inner: Unary) -> Unary:
         _, attributes = _rpc_attributes(method)
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -612,11 +597,7 @@ class _ServerMetrics(grpc.aio.ServerInterceptor):
                 metrics.rpc_finished("server", attributes, _code_value(code),
                                      (time.perf_counter() - started) * 1000)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return unary
 
 
 class _ClientMetrics(grpc.aio.UnaryUnaryClientInterceptor):
