@@ -14,7 +14,7 @@ COPY . .
 # Regenerate the gRPC stubs from protos/ so the image never depends on generated files being
 # present in the build context, then install the project (and its `fanline` console script).
 RUN pip install "grpcio-tools>=1.66" \
- && python -m services.common.protogen \
+ && python services/common/protogen.py \
  && pip install . \
  && fanline --help > /dev/null
 

@@ -25,7 +25,7 @@ up: $(STAMP)
 	$(BIN)/fanline up
 
 protos: $(STAMP)
-	$(BIN)/python -m services.common.protogen
+	$(BIN)/python -m fanline.common.protogen
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

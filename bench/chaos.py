@@ -35,15 +35,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.clients import Stubs
-from bench.graph import Graph
-from bench.load import load_store
-from bench.stats import percentile
-from bench.suite import suite_env, suite_store
-from services.common.embedded import EmbeddedStore
-from services.common.store import Store
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
-from services.launcher import Suite, Supervisor
+from fanline.bench.clients import Stubs
+from fanline.bench.graph import Graph
+from fanline.bench.load import load_store
+from fanline.bench.stats import percentile
+from fanline.bench.suite import suite_env, suite_store
+from fanline.common.embedded import EmbeddedStore
+from fanline.common.store import Store
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.launcher import Suite, Supervisor
 
 VICTIMS = ("worker-0", "worker-1", "post", "fanout", "timeline", "store")
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -1,5 +1,5 @@
 """`fanline bench ...` and `fanline plan`: registered into the `fanline` command by
-services.cli, which calls `add_commands` with its subparsers. Heavy imports stay inside the
+fanline.cli, which calls `add_commands` with its subparsers. Heavy imports stay inside the
 handlers so `fanline --help` stays fast."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.graph import DEFAULT_SNAP_PATH
-from services.cli import count, real
+from fanline.bench.graph import DEFAULT_SNAP_PATH
+from fanline.cli import count, real
 
 DEFAULT_OUT = "bench/out"
 SYNTHETIC_THRESHOLD = 10_000
@@ -184,14 +184,14 @@ def add_commands(subparsers: Any) -> None:
         "plan", help="capacity calculator: insert rates, storage, a threshold",
         description="From traffic figures, print fan-out insert rates, inbox storage and a "
                     "recommended celebrity threshold.")
-    from bench.plan import add_plan_args
+    from fanline.bench.plan import add_plan_args
 
     add_plan_args(plan)
     plan.set_defaults(func=cmd_plan)
 
 
 def load_graph(args: argparse.Namespace) -> Any:
-    from bench import graph as graphs
+    from fanline.bench import graph as graphs
 
     if args.graph:
         path = DEFAULT_SNAP_PATH if args.graph == "slashdot" else Path(args.graph)
@@ -206,7 +206,7 @@ def load_graph(args: argparse.Namespace) -> Any:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from bench.run import BenchConfig
+    from fanline.bench.run import BenchConfig
 
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     unknown = set(strategies) - {"push", "hybrid", "pull"}
@@ -235,8 +235,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.report import summary_line, table
-    from bench.run import run_bench
+    from fanline.bench.report import summary_line, table
+    from fanline.bench.run import run_bench
 
     graph = load_graph(args)
     if graph is None:
@@ -257,7 +257,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
-    from bench.engine import format_engine, run_engine
+    from fanline.bench.engine import format_engine, run_engine
 
     result = run_engine(followers=args.followers, repeats=args.repeats,
                         batch_size=args.batch_size, requests=args.requests,
@@ -270,7 +270,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from bench.cluster import format_comparison, run_cluster_comparison
+    from fanline.bench.cluster import format_comparison, run_cluster_comparison
 
     result = run_cluster_comparison(followers=args.followers, repeats=args.repeats,
                                     reads=args.reads, out_dir=args.out)
@@ -282,7 +282,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cmd_layouts(args: argparse.Namespace) -> int:
     import asyncio
 
-    from bench.layouts import main
+    from fanline.bench.layouts import main
 
     asyncio.run(main([*(["--quick"] if args.quick else []),
                       *(["--out", args.out] if args.out else [])]))
@@ -290,7 +290,7 @@ def cmd_layouts(args: argparse.Namespace) -> int:
 
 
 def cmd_reads(args: argparse.Namespace) -> int:
-    from bench.reads import ReadsScenario, format_reads, run_reads
+    from fanline.bench.reads import ReadsScenario, format_reads, run_reads
 
     scenario = ReadsScenario(
         push_authors=args.push_authors, pull_authors=args.pull_authors,
@@ -302,7 +302,7 @@ def cmd_reads(args: argparse.Namespace) -> int:
 
 
 def cmd_soak(args: argparse.Namespace) -> int:
-    from bench.soak import format_soak, run_soak
+    from fanline.bench.soak import format_soak, run_soak
 
     result = run_soak(minutes=args.minutes, load=args.load, users=args.users, out_dir=args.out)
     print(format_soak(result))
@@ -311,7 +311,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from bench.chaos import format_chaos, run_chaos
+    from fanline.bench.chaos import format_chaos, run_chaos
 
     result = run_chaos(minutes=args.minutes, post_rate=args.post_rate,
                        read_rate=args.read_rate, seed=args.seed, out_dir=args.out)
@@ -321,7 +321,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from bench.docs import QUICK, regenerate
+    from fanline.bench.docs import QUICK, regenerate
 
     path = regenerate(Path(args.doc), Path(args.img), Path(args.out), Path(args.graph),
                       QUICK if args.quick else None)
@@ -330,7 +330,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench.plan import format_plan, plan_from_args
+    from fanline.bench.plan import format_plan, plan_from_args
 
     result = plan_from_args(args)
     if args.json:

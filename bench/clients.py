@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from services.gen.feed.v1 import (
+from fanline.gen.feed.v1 import (
     fanout_pb2,
     fanout_pb2_grpc,
     post_pb2_grpc,

@@ -24,15 +24,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.clients import Stubs, wait_delivered
-from bench.engine import AUTHOR, EngineResult, engine_graph, run_engine
-from bench.load import load_store
-from bench.reads import ReadsResult, ReadsScenario, run_reads
-from bench.suite import PUSH_ONLY_THRESHOLD, node_infos, running_suite, store_cpu_s, suite_store
-from services.common.embedded import EmbeddedStore
-from services.common.store import Store
-from services.common.store.bulk import BulkLoad
-from services.gen.feed.v1 import post_pb2
+from fanline.bench.clients import Stubs, wait_delivered
+from fanline.bench.engine import AUTHOR, EngineResult, engine_graph, run_engine
+from fanline.bench.load import load_store
+from fanline.bench.reads import ReadsResult, ReadsScenario, run_reads
+from fanline.bench.suite import PUSH_ONLY_THRESHOLD, node_infos, running_suite, store_cpu_s, suite_store
+from fanline.common.embedded import EmbeddedStore
+from fanline.common.store import Store
+from fanline.common.store.bulk import BulkLoad
+from fanline.gen.feed.v1 import post_pb2
 
 MASTERS = 3
 WRITES_RATIO_GOAL = 0.8  # cluster / single fan-out writes/s, at least
@@ -251,6 +251,6 @@ def format_comparison(c: Comparison) -> str:
 
 
 def _median(values: list[float]) -> float:
-    from bench.stats import median
+    from fanline.bench.stats import median
 
     return median(values) if values else 0.0

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import graph as graphs
-from bench.cli import REAL_GRAPH_THRESHOLD, SYNTHETIC_THRESHOLD
-from bench.cluster import format_comparison, run_cluster_comparison
-from bench.engine import EngineResult, format_engine, run_engine
-from bench.plan import Model, Traffic, format_plan, plan
-from bench.reads import ReadsResult, ReadsScenario, run_reads
-from bench.report import summary_line, table
-from bench.run import BenchConfig, machine_info, run_bench
+from fanline.bench import graph as graphs
+from fanline.bench.cli import REAL_GRAPH_THRESHOLD, SYNTHETIC_THRESHOLD
+from fanline.bench.cluster import format_comparison, run_cluster_comparison
+from fanline.bench.engine import EngineResult, format_engine, run_engine
+from fanline.bench.plan import Model, Traffic, format_plan, plan
+from fanline.bench.reads import ReadsResult, ReadsScenario, run_reads
+from fanline.bench.report import summary_line, table
+from fanline.bench.run import BenchConfig, machine_info, run_bench
 
 # Hybrid thresholds: the first is the strategy compared with push and pull; the others pull
 # more (synthetic) or fewer (Slashdot) accounts, showing the trade from both sides.

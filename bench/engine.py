@@ -24,14 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from bench.clients import Stubs, wait_delivered
-from bench.graph import Graph
-from bench.load import load_store
-from bench.stats import median
-from bench.suite import PUSH_ONLY_THRESHOLD, running_suite, server_version, suite_store
-from services.common.config import load_settings
-from services.common.store import Store
-from services.gen.feed.v1 import post_pb2
+from fanline.bench.clients import Stubs, wait_delivered
+from fanline.bench.graph import Graph
+from fanline.bench.load import load_store
+from fanline.bench.stats import median
+from fanline.bench.suite import PUSH_ONLY_THRESHOLD, running_suite, server_version, suite_store
+from fanline.common.config import load_settings
+from fanline.common.store import Store
+from fanline.gen.feed.v1 import post_pb2
 
 AUTHOR = "engine-author"
 _RPS = re.compile(r"([\d.]+)\s+requests per second")

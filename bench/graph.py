@@ -73,7 +73,7 @@ class Graph:
 
     def describe(self) -> dict[str, float | int | str]:
         """Follower-count distribution over the posting accounts (the ones that fan out)."""
-        from bench.stats import percentile
+        from fanline.bench.stats import percentile
 
         counts = self.follower_counts()
         posting = [counts[a] for a in self.authors()]

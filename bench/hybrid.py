@@ -4,7 +4,7 @@
 - store reads caused by 200 concurrent readers of one fresh celebrity post;
 - lag of small posts while a 100,000-follower fan-out is running (p50/p99).
 
-Run: `python -m bench.hybrid [--big-followers 100000]`.
+Run: `python -m fanline.bench.hybrid [--big-followers 100000]`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from bench.monitor import CommandMonitor
-from bench.stats import percentile
-from bench.storeops import StoreOps
-from services.gen.feed.v1 import (
+from fanline.bench.monitor import CommandMonitor
+from fanline.bench.stats import percentile
+from fanline.bench.storeops import StoreOps
+from fanline.gen.feed.v1 import (
     fanout_pb2,
     fanout_pb2_grpc,
     post_pb2,
@@ -28,7 +28,7 @@ from services.gen.feed.v1 import (
     timeline_pb2,
     timeline_pb2_grpc,
 )
-from services.launcher import Suite
+from fanline.launcher import Suite
 
 
 def load_followers(ops: StoreOps, author: str, followers: list[str], active: bool) -> None:

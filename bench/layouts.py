@@ -26,7 +26,7 @@ the cluster), 3-master ``EmbeddedCluster`` and one ``EmbeddedStore`` on this mac
 
 - N followers with random-looking ids (sequential ids fill crc32 buckets unrealistically evenly);
 - per follower an inbox of 400 entries (so ZADD/ZCARD work on realistic skiplists), a `seen`
-  stamp of now and, for B and S, a `following` set of 20 accounts (bench.graph's mean) with the
+  stamp of now and, for B and S, a `following` set of 20 accounts (fanline.bench.graph's mean) with the
   author in the middle; all created in random order (see `Layout.setup` for why that matters);
 - the author's followers (one set, or one partition per bucket for A).
 
@@ -59,7 +59,7 @@ Commands are packed with hiredis as the services do (redis-py packs in Python, ~
 argument). Script calls on the cluster name their node (``target_nodes``), which the worker knows
 from the bucket tag or from its grouping, so redis-py does not re-hash every declared key.
 
-Run: ``python -m bench.layouts [--quick] [--out results.md]``. The full run (N up to 100,000) takes
+Run: ``python -m fanline.bench.layouts [--quick] [--out results.md]``. The full run (N up to 100,000) takes
 about 4 minutes on 2 cores and ~5 GB of store memory in the 100,000-follower cells; ``--quick``
 (N up to 10,000, one repeat) about 20 seconds. Progress goes to stderr, the report to stdout.
 """
@@ -85,8 +85,8 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from bench.stats import median
-from services.common.embedded import EmbeddedCluster, EmbeddedStore
+from fanline.bench.stats import median
+from fanline.common.embedded import EmbeddedCluster, EmbeddedStore
 
 INBOX_CAP = 800
 PREFILL = 400  # entries already in every inbox; ids 1..PREFILL, older than any benchmark post
@@ -162,7 +162,7 @@ PREFILL_ARGS: tuple[bytes, ...] = tuple(
     part for i in range(1, PREFILL + 1) for part in (str(i).encode(), str(i).encode())
 )
 # A follower's `following` set (layouts B and S): the author among 20 accounts, the mean of
-# bench.graph's synthetic graph, so ZSCORE scans a realistic listpack; the others sort on both
+# fanline.bench.graph's synthetic graph, so ZSCORE scans a realistic listpack; the others sort on both
 # sides of the author ('0' < 'a' < 'z') so the scan stops mid-way, not at the first entry.
 FOLLOWING_ARGS: tuple[str | int, ...] = tuple(
     part for name in [*(f"0f{i:02d}" for i in range(10)), AUTHOR, *(f"zf{i:02d}" for i in range(9))]
@@ -675,7 +675,7 @@ def report(cells: list[Cell], repeats: int, elapsed_s: float) -> str:
     return "\n".join([
         "# Fan-out store cost per post by key layout",
         "",
-        "Made by `fanline bench layouts --out docs/layout-costs.md` (`python -m bench.layouts`); "
+        "Made by `fanline bench layouts --out docs/layout-costs.md` (`python -m fanline.bench.layouts`); "
         "why the bucketed layout was chosen: [scaling.md](scaling.md).",
         "",
         f"Per post, median of {repeats} repeat(s) of `posts` posts; every follower active; inboxes "

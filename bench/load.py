@@ -5,7 +5,7 @@ Two ways, and every report says which was used:
 * `grpc`: the real API. Every account reads its timeline once (which marks it active), every
   edge is a Follow call, every seed post a CreatePost fanned out by the workers. Faithful,
   but about a thousand calls a second here: right for small graphs.
-* `store`: a bulk load through the storage layer (services.common.store.bulk), in the
+* `store`: a bulk load through the storage layer (fanline.common.store.bulk), in the
   services' own layout and post id format, on one node or a cluster. It reproduces the state
   those calls would leave: follow edges, activity stamps, author post lists, inboxes holding the
   push-mode followees' posts, and PULL authors in the pull and merged sets, as
@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bench.clients import Stubs, wait_drained
-from bench.graph import Graph
-from services.common.store import Store
-from services.common.store.bulk import BulkLoad
-from services.common.store.layout import EPOCH_MS, id_time
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.bench.clients import Stubs, wait_drained
+from fanline.bench.graph import Graph
+from fanline.common.store import Store
+from fanline.common.store.bulk import BulkLoad
+from fanline.common.store.layout import EPOCH_MS, id_time
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
 
 GRPC_MAX_EDGES = 5_000  # above this `auto` loads through the store (gRPC: ~200-1000 follows/s)
 SEED_WINDOW_MS = 3_600_000  # seed posts are dated across the hour before the run

@@ -23,7 +23,7 @@ import argparse
 import math
 from dataclasses import asdict, dataclass, field
 
-from services.cli import count, real
+from fanline.cli import count, real
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_YEAR = 365

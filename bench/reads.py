@@ -18,13 +18,13 @@ from pathlib import Path
 
 import grpc
 
-from bench.clients import Stubs, wait_drained
-from bench.graph import Graph
-from bench.load import load_store
-from bench.stats import summarize
-from bench.suite import running_suite, store_cpu_s, suite_store
-from services.gen.feed.v1 import post_pb2, timeline_pb2, timeline_pb2_grpc
-from services.launcher import Suite
+from fanline.bench.clients import Stubs, wait_drained
+from fanline.bench.graph import Graph
+from fanline.bench.load import load_store
+from fanline.bench.stats import summarize
+from fanline.bench.suite import running_suite, store_cpu_s, suite_store
+from fanline.gen.feed.v1 import post_pb2, timeline_pb2, timeline_pb2_grpc
+from fanline.launcher import Suite
 
 
 @dataclass(frozen=True)

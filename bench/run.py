@@ -12,21 +12,21 @@ from pathlib import Path
 
 import grpc
 
-from bench.clients import Stubs
-from bench.graph import Graph
-from bench.load import LoadReport, choose_method, load_grpc, load_store
-from bench.stats import rate, summarize
-from bench.suite import (
+from fanline.bench.clients import Stubs
+from fanline.bench.graph import Graph
+from fanline.bench.load import LoadReport, choose_method, load_grpc, load_store
+from fanline.bench.stats import rate, summarize
+from fanline.bench.suite import (
     PUSH_ONLY_THRESHOLD,
     running_suite,
     server_version,
     suite_store,
     used_memory,
 )
-from bench.workload import DriveResult, drive, schedule
-from services.common.store import Store
-from services.gen.feed.v1 import fanout_pb2
-from services.launcher import Suite
+from fanline.bench.workload import DriveResult, drive, schedule
+from fanline.common.store import Store
+from fanline.gen.feed.v1 import fanout_pb2
+from fanline.launcher import Suite
 
 DELIVERY_LOOKUP_CONCURRENCY = 16
 
@@ -327,7 +327,7 @@ def run_bench(config: BenchConfig, graph: Graph,
         "strategies": results,
     }
     (out / f"{config.name}.json").write_text(json.dumps(report, indent=1))
-    from bench.report import draw_charts
+    from fanline.bench.report import draw_charts
 
     charts = Path(config.charts_dir or config.out_dir)
     report["chart"] = str(draw_charts(report, charts / f"{config.name}.png"))

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import grpc
 
-from bench.clients import Stubs
-from bench.graph import Graph, synthetic
-from bench.load import load_store
-from bench.stats import percentile
-from bench.suite import running_suite, suite_store
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
-from services.launcher import Suite
+from fanline.bench.clients import Stubs
+from fanline.bench.graph import Graph, synthetic
+from fanline.bench.load import load_store
+from fanline.bench.stats import percentile
+from fanline.bench.suite import running_suite, suite_store
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.launcher import Suite
 
 MIX = (("read", 0.80), ("post", 0.15), ("follow", 0.05))
 CONCURRENCY = 64  # calls in flight at most; beyond it the generator counts late sends

@@ -9,9 +9,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-from services.common.config import load_settings
-from services.common.store import Store, open_store
-from services.common.store.layout import Layout
+from fanline.common.config import load_settings
+from fanline.common.store import Store, open_store
+from fanline.common.store.layout import Layout
 
 T = TypeVar("T")
 

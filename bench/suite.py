@@ -7,10 +7,10 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from services.common.config import load_settings
-from services.common.embedded import free_port
-from services.common.store import Store, open_store
-from services.launcher import Suite
+from fanline.common.config import load_settings
+from fanline.common.embedded import free_port
+from fanline.common.store import Store, open_store
+from fanline.launcher import Suite
 
 PUSH_ONLY_THRESHOLD = 10**12  # no account has that many followers: every author pushes
 

@@ -6,7 +6,7 @@ would), one has the SDK disabled. Requests alternate between them (A, B, B, A, .
 first rotates) so machine noise lands on both equally; the figures are client-side latencies
 of sequential calls.
 
-    python -m bench.trace_overhead [--requests 2000] [--warmup 200] [--sampled-ratio 0.01]
+    python -m fanline.bench.trace_overhead [--requests 2000] [--warmup 200] [--sampled-ratio 0.01]
 
 --sampled-ratio adds a third suite exporting with OTEL_TRACES_SAMPLER=parentbased_traceidratio.
 """
@@ -25,9 +25,9 @@ import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from bench.stats import percentile
-from bench.suite import running_suite
-from services.gen.feed.v1 import (
+from fanline.bench.stats import percentile
+from fanline.bench.suite import running_suite
+from fanline.gen.feed.v1 import (
     fanout_pb2,
     fanout_pb2_grpc,
     post_pb2,
@@ -35,7 +35,7 @@ from services.gen.feed.v1 import (
     timeline_pb2,
     timeline_pb2_grpc,
 )
-from services.launcher import Suite
+from fanline.launcher import Suite
 
 THRESHOLD = 20  # "star" (25 followers) is pulled; the other authors are pushed
 

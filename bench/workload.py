@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import grpc
 from tqdm import tqdm
 
-from bench.clients import Stubs, wait_drained
-from bench.graph import Graph
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.bench.clients import Stubs, wait_drained
+from fanline.bench.graph import Graph
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
 
 STATS_INTERVAL_S = 0.25
 

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from services.common.config import ConfigError, Settings, load_settings
+from fanline.common.config import ConfigError, Settings, load_settings
 
 SERVE_ROLES = ("post", "fanout", "worker", "timeline")
 DEFAULT_DATA_DIR = "fanline-data"
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="send the suite's traces here (e.g. http://127.0.0.1:4317)")
 
     try:
-        from bench.cli import add_commands
+        from fanline.bench.cli import add_commands
     except ImportError:  # the benchmark package is optional at run time
         pass
     else:
@@ -160,17 +160,17 @@ def _serve(role: str) -> int:
         level=settings.log_level,
         format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s",
     )
-    from services.common import telemetry
+    from fanline.common import telemetry
 
     telemetry.setup(os.environ.get("OTEL_SERVICE_NAME", f"fanline-{role}"), settings)
     if role == "post":
-        from services.post.main import run
+        from fanline.post.main import run
     elif role == "fanout":
-        from services.fanout.main import run_api as run
+        from fanline.fanout.main import run_api as run
     elif role == "worker":
-        from services.fanout.main import run_worker as run
+        from fanline.fanout.main import run_worker as run
     else:
-        from services.timeline.main import run
+        from fanline.timeline.main import run
     try:
         asyncio.run(run(settings))
     finally:
@@ -202,7 +202,7 @@ def _busy(addresses: dict[str, str]) -> str | None:
 
 def _store_unreachable(settings: Settings) -> str | None:
     """Why the configured store cannot be used, or None."""
-    from services.common.store import open_store
+    from fanline.common.store import open_store
 
     async def check() -> None:
         store = await asyncio.wait_for(open_store(settings, max_connections=2), STORE_CHECK_S)
@@ -211,7 +211,7 @@ def _store_unreachable(settings: Settings) -> str | None:
     try:
         asyncio.run(check())
     except Exception as exc:  # every cause ends the same way: one line, non-zero exit
-        from services.common.store.client import redacted
+        from fanline.common.store.client import redacted
 
         return (f"cannot use the store at {redacted(settings.redis_url)} (FANLINE_REDIS_URL): "
                 f"{exc or type(exc).__name__}")
@@ -219,8 +219,8 @@ def _store_unreachable(settings: Settings) -> str | None:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from services.common.auth import Keys
-    from services.common.validation import user_id
+    from fanline.common.auth import Keys
+    from fanline.common.validation import user_id
 
     try:
         settings = load_settings()
@@ -244,8 +244,8 @@ def _auth_line(settings: Settings) -> str:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from services.common.embedded import EmbeddedStore
-    from services.launcher import Suite, Supervisor
+    from fanline.common.embedded import EmbeddedStore
+    from fanline.launcher import Suite, Supervisor
 
     try:
         settings = load_settings()
@@ -281,7 +281,7 @@ def _up(args: argparse.Namespace) -> int:
         if suite.store is not None:
             kind = f" (embedded cluster: {args.cluster} masters)" if args.cluster else " (embedded)"
         pid = f" pid {suite.store.pid}" if isinstance(suite.store, EmbeddedStore) else ""
-        from services.common.store.client import redacted
+        from fanline.common.store.client import redacted
 
         print(f"store     {redacted(suite.redis_url)}{kind}{pid}")
         if persistent:
@@ -318,14 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
     if args.command == "certs":
-        from services.common.tls import make_dev_certs
+        from fanline.common.tls import make_dev_certs
 
         paths = make_dev_certs(Path(args.dir))
         print(f"FANLINE_TLS_CA={paths['ca.crt']}\nFANLINE_TLS_CERT={paths['tls.crt']}\n"
               f"FANLINE_TLS_KEY={paths['tls.key']}")
         return 0
     if args.command == "demo":
-        from services.demo import run_demo
+        from fanline.demo import run_demo
 
         return run_demo(_otlp_env(args.otlp_endpoint))
     return int(args.func(args))

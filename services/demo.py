@@ -13,10 +13,10 @@ import time
 
 import grpc
 
-from services.common import config
-from services.common.auth import ADMIN, Keys, keys_for
-from services.common.tls import TlsFiles
-from services.gen.feed.v1 import (
+from fanline.common import config
+from fanline.common.auth import ADMIN, Keys, keys_for
+from fanline.common.tls import TlsFiles
+from fanline.gen.feed.v1 import (
     fanout_pb2,
     fanout_pb2_grpc,
     post_pb2,
@@ -24,7 +24,7 @@ from services.gen.feed.v1 import (
     timeline_pb2,
     timeline_pb2_grpc,
 )
-from services.launcher import Suite, healthy, open_channel
+from fanline.launcher import Suite, healthy, open_channel
 
 DEMO_THRESHOLD = 25  # celebrity threshold of a suite the demo starts itself
 FANS = 30

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import EmbeddedCluster, EmbeddedStore, free_port
-from services.common.tls import TlsFiles
+from fanline.common.embedded import EmbeddedCluster, EmbeddedStore, free_port
+from fanline.common.tls import TlsFiles
 
 ROLES = ("post", "fanout", "timeline")
 
@@ -140,7 +140,7 @@ class Suite:
         if self.log_dir:
             out = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", role],
+            [sys.executable, "-m", "fanline.cli", "serve", role],
             env=proc_env,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,

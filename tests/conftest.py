@@ -18,11 +18,11 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from services.common import telemetry
-from services.common.config import Settings, load_settings
-from services.common.embedded import EmbeddedCluster, EmbeddedStore
-from services.common.store import Store
-from services.launcher import Suite
+from fanline.common import telemetry
+from fanline.common.config import Settings, load_settings
+from fanline.common.embedded import EmbeddedCluster, EmbeddedStore
+from fanline.common.store import Store
+from fanline.launcher import Suite
 
 STORE_MODES = ("single", "cluster")
 CLUSTER_MASTERS = 3

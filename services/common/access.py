@@ -23,9 +23,9 @@ from typing import Any
 
 import grpc
 
-from services.common import auth
-from services.common.auth import ADMIN, INTERNAL, Caller, Keys
-from services.common.errors import PermissionDenied, Unauthenticated
+from fanline.common import auth
+from fanline.common.auth import ADMIN, INTERNAL, Caller, Keys
+from fanline.common.errors import PermissionDenied, Unauthenticated
 
 # Always open: probes and tooling that cannot hold a token.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from services.common.errors import Unauthenticated
+from fanline.common.errors import Unauthenticated
 
 if TYPE_CHECKING:
-    from services.common.config import Settings
+    from fanline.common.config import Settings
 
 INTERNAL = "fanline.internal"  # the suite's own services calling each other
 ADMIN = "fanline.admin"  # operators: fan-out statistics, anyone's delivery records

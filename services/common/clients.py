@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from services.common import telemetry
-from services.common.auth import InternalToken, internal_token
-from services.common.tls import TlsFiles
-from services.gen.feed.v1 import fanout_pb2_grpc, post_pb2_grpc, timeline_pb2_grpc
+from fanline.common import telemetry
+from fanline.common.auth import InternalToken, internal_token
+from fanline.common.tls import TlsFiles
+from fanline.gen.feed.v1 import fanout_pb2_grpc, post_pb2_grpc, timeline_pb2_grpc
 
 if TYPE_CHECKING:
-    from services.common.config import Settings
+    from fanline.common.config import Settings
 
 # Round-robin over every address the name resolves to: with a headless Kubernetes Service
 # that is every ready pod, so calls spread instead of pinning to one HTTP/2 connection.

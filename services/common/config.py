@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from services.common.auth import HMAC_SECRET_MIN_CHARS, load_jwks
-from services.common.store.layout import BUCKETS_MAX, BUCKETS_MIN
-from services.common.tls import TlsFiles
+from fanline.common.auth import HMAC_SECRET_MIN_CHARS, load_jwks
+from fanline.common.store.layout import BUCKETS_MAX, BUCKETS_MIN
+from fanline.common.tls import TlsFiles
 
 PAGE_SIZE_DEFAULT = 20
 PAGE_SIZE_MAX = 100

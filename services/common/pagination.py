@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from fanline.common.errors import InvalidArgument
 
 _MAC_BYTES = 16
 _MAX_TOKEN_CHARS = 1024  # ours are far shorter; a longer one is refused before any work

@@ -1,8 +1,8 @@
-"""The one command that generates the protobuf/gRPC stubs: `python -m services.common.protogen`.
+"""The one command that generates the protobuf/gRPC stubs: `python -m fanline.common.protogen`.
 
 Protos live under `protos/` with `package feed.v1`; protoc emits absolute imports
 (`from feed.v1 import post_pb2`), which we rewrite so the stubs live inside our own package
-(`services.gen.feed.v1`) instead of claiming a top-level `feed` package.
+(`fanline.gen.feed.v1`) instead of claiming a top-level `feed` package.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "protos"
 GEN_ROOT = ROOT / "services" / "gen"
-GEN_PACKAGE = "services.gen"
+GEN_PACKAGE = "fanline.gen"
 
 _IMPORT = re.compile(r"^from feed\.v1 import ", re.MULTILINE)
 

@@ -19,14 +19,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common import telemetry
-from services.common.access import AccessInterceptor
-from services.common.auth import Keys, keys_for
-from services.common.config import Settings
-from services.common.errors import DomainError
-from services.common.interceptor import Unary, UnaryServerInterceptor
-from services.common.store import is_outage
-from services.common.tls import TlsFiles
+from fanline.common import telemetry
+from fanline.common.access import AccessInterceptor
+from fanline.common.auth import Keys, keys_for
+from fanline.common.config import Settings
+from fanline.common.errors import DomainError
+from fanline.common.interceptor import Unary, UnaryServerInterceptor
+from fanline.common.store import is_outage
+from fanline.common.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 

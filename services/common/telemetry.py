@@ -38,8 +38,8 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from services.common import metrics
-from services.common.interceptor import Unary, UnaryServerInterceptor
+from fanline.common import metrics
+from fanline.common.interceptor import Unary, UnaryServerInterceptor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

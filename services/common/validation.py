@@ -13,8 +13,8 @@ from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.config import ID_MAX_CHARS, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, TEXT_MAX_CHARS
-from services.common.errors import InvalidArgument
+from fanline.common.config import ID_MAX_CHARS, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, TEXT_MAX_CHARS
+from fanline.common.errors import InvalidArgument
 
 T = TypeVar("T")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import socket
 
-from services.common.config import Settings
-from services.common.store import Store
-from services.fanout.graph import AuthorModes, FollowGraph
-from services.fanout.queue import Consumer, FanoutQueue
-from services.fanout.service import Fanout
-from services.fanout.worker import Worker
+from fanline.common.config import Settings
+from fanline.common.store import Store
+from fanline.fanout.graph import AuthorModes, FollowGraph
+from fanline.fanout.queue import Consumer, FanoutQueue
+from fanline.fanout.service import Fanout
+from fanline.fanout.worker import Worker
 
 
 def build_fanout(store: Store, settings: Settings) -> Fanout:

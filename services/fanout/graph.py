@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.errors import InvalidArgument
-from services.common.store import Store
-from services.fanout import policy
-from services.fanout.policy import Mode
+from fanline.common.errors import InvalidArgument
+from fanline.common.store import Store
+from fanline.fanout import policy
+from fanline.fanout.policy import Mode
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common.config import Settings
-from services.common.pagination import PageTokens
-from services.common.server import for_service
-from services.common.store import open_store
-from services.fanout.app import build_fanout, build_worker
-from services.fanout.servicer import FanoutServicer
-from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
+from fanline.common.config import Settings
+from fanline.common.pagination import PageTokens
+from fanline.common.server import for_service
+from fanline.common.store import open_store
+from fanline.fanout.app import build_fanout, build_worker
+from fanline.fanout.servicer import FanoutServicer
+from fanline.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
 
 
 async def run_api(settings: Settings) -> None:

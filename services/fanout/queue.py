@@ -26,11 +26,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import redis.exceptions as rx
 
-from services.common import metrics
-from services.common.errors import ResourceExhausted
-from services.common.store import Store, is_outage
-from services.common.store.queue import Acked, Entry, QueueStats
-from services.common.store.records import Counter, DeliveryRecord, DeliveryUpdate, Job, JobKind
+from fanline.common import metrics
+from fanline.common.errors import ResourceExhausted
+from fanline.common.store import Store, is_outage
+from fanline.common.store.queue import Acked, Entry, QueueStats
+from fanline.common.store.records import Counter, DeliveryRecord, DeliveryUpdate, Job, JobKind
 
 log = logging.getLogger(__name__)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from services.common import telemetry
-from services.common.access import may_see_everything
-from services.common.auth import Caller
-from services.common.errors import NotFound, PermissionDenied
-from services.common.store.queue import QueueStats
-from services.common.store.records import DeliveryRecord
-from services.fanout.graph import AuthorInfo, AuthorModes, FollowGraph
-from services.fanout.policy import Mode
-from services.fanout.queue import FanoutQueue
+from fanline.common import telemetry
+from fanline.common.access import may_see_everything
+from fanline.common.auth import Caller
+from fanline.common.errors import NotFound, PermissionDenied
+from fanline.common.store.queue import QueueStats
+from fanline.common.store.records import DeliveryRecord
+from fanline.fanout.graph import AuthorInfo, AuthorModes, FollowGraph
+from fanline.fanout.policy import Mode
+from fanline.fanout.queue import FanoutQueue
 
 
 class Fanout:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import grpc
 
-from services.common import auth
-from services.common.pagination import PageTokens
-from services.common.store.records import DeliveryState
-from services.common.validation import Fields
-from services.fanout.service import Fanout
-from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
+from fanline.common import auth
+from fanline.common.pagination import PageTokens
+from fanline.common.store.records import DeliveryState
+from fanline.common.validation import Fields
+from fanline.fanout.service import Fanout
+from fanline.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
 
 _STATES: dict[DeliveryState | None, int] = {
     DeliveryState.QUEUED: fanout_pb2.DELIVERY_STATE_QUEUED,

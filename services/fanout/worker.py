@@ -15,13 +15,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from services.common import metrics, telemetry
-from services.common.clock import now_ms
-from services.common.config import Settings
-from services.common.store import Store
-from services.common.store.graph import FanoutStart
-from services.common.store.queue import Acked, Entry
-from services.common.store.records import (
+from fanline.common import metrics, telemetry
+from fanline.common.clock import now_ms
+from fanline.common.config import Settings
+from fanline.common.store import Store
+from fanline.common.store.graph import FanoutStart
+from fanline.common.store.queue import Acked, Entry
+from fanline.common.store.records import (
     Counter,
     DeliveryState,
     DeliveryUpdate,
@@ -30,10 +30,10 @@ from services.common.store.records import (
     Job,
     JobKind,
 )
-from services.fanout import policy
-from services.fanout.graph import AuthorModes
-from services.fanout.policy import Mode
-from services.fanout.queue import Ack, FanoutQueue
+from fanline.fanout import policy
+from fanline.fanout.graph import AuthorModes
+from fanline.fanout.policy import Mode
+from fanline.fanout.queue import Ack, FanoutQueue
 
 
 @dataclass

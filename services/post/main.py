@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common import clients
-from services.common.clock import now_ms
-from services.common.config import Settings
-from services.common.pagination import PageTokens
-from services.common.server import for_service
-from services.common.store import open_store
-from services.gen.feed.v1 import post_pb2, post_pb2_grpc
-from services.post.outbox import Outbox
-from services.post.posts import Posts
-from services.post.servicer import PostServicer
+from fanline.common import clients
+from fanline.common.clock import now_ms
+from fanline.common.config import Settings
+from fanline.common.pagination import PageTokens
+from fanline.common.server import for_service
+from fanline.common.store import open_store
+from fanline.gen.feed.v1 import post_pb2, post_pb2_grpc
+from fanline.post.outbox import Outbox
+from fanline.post.posts import Posts
+from fanline.post.servicer import PostServicer
 
 
 async def run(settings: Settings) -> None:

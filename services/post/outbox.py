@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import grpc
 
-from services.common.store import Store
-from services.common.store.records import HandOff, OutboxEntry
-from services.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
+from fanline.common.store import Store
+from fanline.common.store.records import HandOff, OutboxEntry
+from fanline.gen.feed.v1 import fanout_pb2, fanout_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.common.clock import now_ms
-from services.common.errors import NotFound, PermissionDenied
-from services.common.store import Store
-from services.common.store.records import HandOff, OutboxEntry
-from services.gen.feed.v1 import post_pb2
-from services.post.outbox import Outbox
+from fanline.common.clock import now_ms
+from fanline.common.errors import NotFound, PermissionDenied
+from fanline.common.store import Store
+from fanline.common.store.records import HandOff, OutboxEntry
+from fanline.gen.feed.v1 import post_pb2
+from fanline.post.outbox import Outbox
 
 
 class Posts:

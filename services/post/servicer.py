@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 
-from services.common import auth
-from services.common.pagination import PageTokens
-from services.common.validation import Fields
-from services.gen.feed.v1 import post_pb2, post_pb2_grpc
-from services.post.posts import Posts
+from fanline.common import auth
+from fanline.common.pagination import PageTokens
+from fanline.common.validation import Fields
+from fanline.gen.feed.v1 import post_pb2, post_pb2_grpc
+from fanline.post.posts import Posts
 
 MAX_BATCH_IDS = 1000
 

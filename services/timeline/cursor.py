@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.common.errors import InvalidArgument
-from services.common.pagination import PageTokens
+from fanline.common.errors import InvalidArgument
+from fanline.common.pagination import PageTokens
 
 
 class Regime(StrEnum):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from services.common import metrics, telemetry
-from services.common.cache import BoundedMemoryCache
-from services.gen.feed.v1 import post_pb2, post_pb2_grpc
+from fanline.common import metrics, telemetry
+from fanline.common.cache import BoundedMemoryCache
+from fanline.gen.feed.v1 import post_pb2, post_pb2_grpc
 
 
 class Hydrator:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from services.common import clients
-from services.common.config import Settings
-from services.common.pagination import PageTokens
-from services.common.server import for_service
-from services.common.store import open_store
-from services.gen.feed.v1 import timeline_pb2, timeline_pb2_grpc
-from services.timeline.reader import TimelineReader
-from services.timeline.servicer import TimelineServicer
+from fanline.common import clients
+from fanline.common.config import Settings
+from fanline.common.pagination import PageTokens
+from fanline.common.server import for_service
+from fanline.common.store import open_store
+from fanline.gen.feed.v1 import timeline_pb2, timeline_pb2_grpc
+from fanline.timeline.reader import TimelineReader
+from fanline.timeline.servicer import TimelineServicer
 
 
 async def run(settings: Settings) -> None:

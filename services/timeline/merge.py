@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from services.timeline.cursor import Cursor, Regime
+from fanline.timeline.cursor import Cursor, Regime
 
 
 class Source(IntEnum):

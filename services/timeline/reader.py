@@ -10,17 +10,17 @@ from dataclasses import dataclass
 
 import grpc
 
-from services.common import metrics, telemetry
-from services.common.config import Settings
-from services.common.errors import Unavailable
-from services.common.store import Store
-from services.common.store.records import Event, EventKind
-from services.gen.feed.v1 import post_pb2, post_pb2_grpc
-from services.timeline import merge
-from services.timeline.cursor import Cursor, Regime
-from services.timeline.hydrate import Hydrator
-from services.timeline.merge import Page, Source
-from services.timeline.sources import InboxRebuilder, Sources
+from fanline.common import metrics, telemetry
+from fanline.common.config import Settings
+from fanline.common.errors import Unavailable
+from fanline.common.store import Store
+from fanline.common.store.records import Event, EventKind
+from fanline.gen.feed.v1 import post_pb2, post_pb2_grpc
+from fanline.timeline import merge
+from fanline.timeline.cursor import Cursor, Regime
+from fanline.timeline.hydrate import Hydrator
+from fanline.timeline.merge import Page, Source
+from fanline.timeline.sources import InboxRebuilder, Sources
 
 log = logging.getLogger(__name__)
 

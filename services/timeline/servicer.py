@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import grpc
 
-from services.common import auth
-from services.common.pagination import PageTokens
-from services.common.validation import Fields
-from services.gen.feed.v1 import timeline_pb2, timeline_pb2_grpc
-from services.timeline import cursor as cursors
-from services.timeline.reader import TimelineReader
+from fanline.common import auth
+from fanline.common.pagination import PageTokens
+from fanline.common.validation import Fields
+from fanline.gen.feed.v1 import timeline_pb2, timeline_pb2_grpc
+from fanline.timeline import cursor as cursors
+from fanline.timeline.reader import TimelineReader
 
 
 class TimelineServicer(timeline_pb2_grpc.TimelineServiceServicer):

@@ -8,11 +8,11 @@ import asyncio
 import bisect
 import time
 
-from services.common import metrics, telemetry
-from services.common.cache import BoundedMemoryCache, SingleFlight, get_or_load
-from services.common.config import PAGE_SIZE_MAX
-from services.common.store import Store
-from services.common.store.records import Counter
+from fanline.common import metrics, telemetry
+from fanline.common.cache import BoundedMemoryCache, SingleFlight, get_or_load
+from fanline.common.config import PAGE_SIZE_MAX
+from fanline.common.store import Store
+from fanline.common.store.records import Counter
 
 # How many of a pulled author's newest ids one cache entry holds: enough for the first pages
 # of every reader; deeper pages read the store directly.

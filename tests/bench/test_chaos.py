@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos import MAX_KILLS_PER_WINDOW, VICTIMS, WINDOW_S, format_chaos, kill_plan, run_chaos
+from fanline.bench.chaos import MAX_KILLS_PER_WINDOW, VICTIMS, WINDOW_S, format_chaos, kill_plan, run_chaos
 
 
 @pytest.mark.parametrize("seed", range(5))

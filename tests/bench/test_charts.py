@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from bench.report import CHART_WIDTH_PX, draw_charts
+from fanline.bench.report import CHART_WIDTH_PX, draw_charts
 
 
 def test_charts_are_one_readable_column(tmp_path: Path) -> None:

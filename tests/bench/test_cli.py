@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cli import REAL_GRAPH_THRESHOLD, SYNTHETIC_THRESHOLD, config_from_args
-from bench.run import expand_strategies
-from services.cli import build_parser
+from fanline.bench.cli import REAL_GRAPH_THRESHOLD, SYNTHETIC_THRESHOLD, config_from_args
+from fanline.bench.run import expand_strategies
+from fanline.cli import build_parser
 
 
 def config(*argv: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cluster import Balance, format_comparison, run_cluster_comparison
+from fanline.bench.cluster import Balance, format_comparison, run_cluster_comparison
 
 
 def test_balance_deviation_is_the_largest_gap_to_an_even_share() -> None:

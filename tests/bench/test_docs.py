@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.docs import findings, headline, verdict
+from fanline.bench.docs import findings, headline, verdict
 
 
 def strategy(key: str, wa_mean: float, wa_max: float, p50: float, p99: float, lag99: float,

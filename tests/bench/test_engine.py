@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.engine import format_engine, parse_rps, redis_benchmark_commands, run_engine
+from fanline.bench.engine import format_engine, parse_rps, redis_benchmark_commands, run_engine
 
 QUIET_OUTPUT = ("ZADD: rps=0.0 (overall: nan) avg_msec=nan (overall: nan)\r"
                 "ZADD: 706713.06 requests per second, p50=0.799 msec                    \n")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.graph import DEFAULT_SNAP_PATH, from_snap, parse_edges, synthetic
-from bench.stats import percentile
+from fanline.bench.graph import DEFAULT_SNAP_PATH, from_snap, parse_edges, synthetic
+from fanline.bench.stats import percentile
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from bench.graph import synthetic
-from bench.load import choose_method, load_store, seed_plan
-from services.common.config import Settings
-from services.common.store import Store
-from services.common.store.bulk import BulkLoad
-from services.fanout import policy
-from services.fanout.app import build_fanout
+from fanline.bench.graph import synthetic
+from fanline.bench.load import choose_method, load_store, seed_plan
+from fanline.common.config import Settings
+from fanline.common.store import Store
+from fanline.common.store.bulk import BulkLoad
+from fanline.fanout import policy
+from fanline.fanout.app import build_fanout
 
 GRAPH = synthetic(users=40, mean_follows=4, celebrities=1, celebrity_followers=30,
                   celebrity_reach=0.5, seed=3)

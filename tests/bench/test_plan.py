@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from bench.plan import BoundedPareto, Model, Traffic, plan
-from services.cli import main
+from fanline.bench.plan import BoundedPareto, Model, Traffic, plan
+from fanline.cli import main
 
 WORKED = Traffic(posts_per_day=1_000_000, mean_followers=500, bytes_per_entry=150,
                  replication=3, peak_factor=5)

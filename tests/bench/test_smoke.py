@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.graph import synthetic
-from services.cli import main
+from fanline.bench.graph import synthetic
+from fanline.cli import main
 
 pytestmark = pytest.mark.e2e
 

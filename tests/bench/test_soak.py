@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak import Minute, SoakResult, format_soak, run_soak
+from fanline.bench.soak import Minute, SoakResult, format_soak, run_soak
 
 
 def soak(*minutes: tuple[float, dict[str, float], int]) -> SoakResult:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.run import peak_rate
-from bench.stats import percentile, rate, summarize
+from fanline.bench.run import peak_rate
+from fanline.bench.stats import percentile, rate, summarize
 
 
 def test_percentiles_of_1_to_100() -> None:

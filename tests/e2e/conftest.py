@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.launcher import Suite
+from fanline.launcher import Suite
 from tests.conftest import suite_kwargs
 from tests.e2e.helpers import Clients
 

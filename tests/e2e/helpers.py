@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 
-from services.common.auth import ADMIN, INTERNAL, Keys
-from services.common.config import load_settings
-from services.gen.feed.v1 import (
+from fanline.common.auth import ADMIN, INTERNAL, Keys
+from fanline.common.config import load_settings
+from fanline.gen.feed.v1 import (
     fanout_pb2,
     fanout_pb2_grpc,
     post_pb2,
@@ -25,7 +25,7 @@ from services.gen.feed.v1 import (
     timeline_pb2,
     timeline_pb2_grpc,
 )
-from services.launcher import Suite, open_channel
+from fanline.launcher import Suite, open_channel
 from tests.conftest import wait_for
 
 Metadata = list[tuple[str, str]] | None

@@ -16,10 +16,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.common.access import POLICY, Who
-from services.common.auth import ADMIN, INTERNAL, Keys
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
-from services.launcher import Suite
+from fanline.common.access import POLICY, Who
+from fanline.common.auth import ADMIN, INTERNAL, Keys
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.launcher import Suite
 from tests.conftest import wait_for
 from tests.e2e.helpers import Clients
 
@@ -162,7 +162,7 @@ def test_fanline_token_prints_a_token_the_suite_accepts(api: Clients, tmp_path: 
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "services.cli", "token", "carol", "--ttl", "60"],
+    out = subprocess.run([sys.executable, "-m", "fanline.cli", "token", "carol", "--ttl", "60"],
                          env={"FANLINE_JWT_SECRETS": SECRET, "PATH": ""}, capture_output=True,
                          text=True, timeout=30, check=True).stdout.strip()
     api.timeline.GetTimeline(timeline_pb2.GetTimelineRequest(user_id="carol"),

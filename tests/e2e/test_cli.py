@@ -10,8 +10,8 @@ import sys
 import pytest
 import redis.cluster
 
-from services.common.embedded import EmbeddedCluster, free_port
-from services.launcher import healthy
+from fanline.common.embedded import EmbeddedCluster, free_port
+from fanline.launcher import healthy
 from tests.conftest import wait_for
 
 
@@ -22,7 +22,7 @@ def run_up(flags: tuple[str, ...] = (), **env: str) -> tuple[str, dict[str, str]
             "FANLINE_LOG_LEVEL": "WARNING", **env}
     if "FANLINE_REDIS_URL" not in env:
         full.pop("FANLINE_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", *flags], env=full,
+    proc = subprocess.Popen([sys.executable, "-m", "fanline.cli", "up", *flags], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for addr in addrs.values():
@@ -65,7 +65,7 @@ def test_fanline_up_uses_a_cluster_the_caller_started() -> None:
 def test_fanline_serve_refuses_to_run_open_by_omission(env: dict[str, str], named: str) -> None:
     full = {k: v for k, v in os.environ.items() if not k.startswith("FANLINE_")}
     full.update(FANLINE_REDIS_URL="redis://127.0.0.1:1/0", **env)
-    result = subprocess.run([sys.executable, "-m", "services.cli", "serve", "post"], env=full,
+    result = subprocess.run([sys.executable, "-m", "fanline.cli", "serve", "post"], env=full,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and named in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -77,7 +77,7 @@ def run_demo(**extra: str) -> str:
     for name in ("POST", "FANOUT", "TIMELINE"):
         env[f"FANLINE_{name}_ADDR"] = f"127.0.0.1:{free_port()}"
     env.pop("FANLINE_REDIS_URL", None)
-    result = subprocess.run([sys.executable, "-m", "services.cli", "demo"], env=env,
+    result = subprocess.run([sys.executable, "-m", "fanline.cli", "demo"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
 from tests.conftest import wait_for
 from tests.e2e.conftest import THRESHOLD
 from tests.e2e.helpers import Clients

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from bench.storeops import StoreOps
-from services.common.embedded import EmbeddedCluster
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
-from services.launcher import Suite
+from fanline.bench.storeops import StoreOps
+from fanline.common.embedded import EmbeddedCluster
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.launcher import Suite
 from tests.conftest import wait_for
 from tests.e2e.helpers import Clients
 

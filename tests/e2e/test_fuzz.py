@@ -19,10 +19,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.common.access import POLICY
-from services.common.auth import ADMIN, INTERNAL, Keys
-from services.gen.feed.v1 import fanout_pb2, post_pb2, post_pb2_grpc, timeline_pb2
-from services.launcher import Suite, healthy
+from fanline.common.access import POLICY
+from fanline.common.auth import ADMIN, INTERNAL, Keys
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, post_pb2_grpc, timeline_pb2
+from fanline.launcher import Suite, healthy
 from tests.e2e.test_auth import AUTH_ENV, SECRET
 
 pytestmark = pytest.mark.e2e

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bench.monitor import CommandMonitor
-from bench.storeops import StoreOps
-from services.common.config import load_settings
-from services.gen.feed.v1 import fanout_pb2
-from services.launcher import Suite
+from fanline.bench.monitor import CommandMonitor
+from fanline.bench.storeops import StoreOps
+from fanline.common.config import load_settings
+from fanline.gen.feed.v1 import fanout_pb2
+from fanline.launcher import Suite
 from tests.conftest import suite_kwargs, wait_for
 from tests.e2e.helpers import Clients
 
@@ -130,7 +130,7 @@ def test_deleted_and_unfollowed_posts_leave_nothing_behind(api: Clients, hybrid_
     for p in pushed + pulled:
         api.wait_delivered(p.post_id)
     assert len(api.timeline_ids(reader)) == 6
-    from services.gen.feed.v1 import post_pb2
+    from fanline.gen.feed.v1 import post_pb2
 
     for p in (pushed[0], pulled[0]):
         api.posts.DeletePost(post_pb2.DeletePostRequest(post_id=p.post_id, author_id=p.author_id))

@@ -17,11 +17,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.storeops import StoreOps
-from services.common.embedded import free_port
-from services.common.store import Store
-from services.gen.feed.v1 import post_pb2, post_pb2_grpc
-from services.launcher import Suite, healthy
+from fanline.bench.storeops import StoreOps
+from fanline.common.embedded import free_port
+from fanline.common.store import Store
+from fanline.gen.feed.v1 import post_pb2, post_pb2_grpc
+from fanline.launcher import Suite, healthy
 from tests.conftest import StoreServer, wait_for
 from tests.e2e.helpers import Clients
 
@@ -167,7 +167,7 @@ def test_sigterm_finishes_in_flight_calls_turns_not_serving_and_exits_in_grace(
     env = {**os.environ, **store_server.env(), "FANLINE_POST_ADDR": addr,
            "FANLINE_FANOUT_ADDR": silent_listener, "FANLINE_SHUTDOWN_GRACE_S": "5",
            "FANLINE_SHUTDOWN_DRAIN_S": "1", "FANLINE_LOG_LEVEL": "WARNING", "FANLINE_AUTH": "none"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "post"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "fanline.cli", "serve", "post"], env=env)
     ops = StoreOps(env)
     try:
         wait_for(lambda: healthy(addr), 20, message="post service up")

@@ -19,10 +19,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import EmbeddedStore, free_port
-from services.common.server import LIVENESS
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
-from services.launcher import Suite, healthy
+from fanline.common.embedded import EmbeddedStore, free_port
+from fanline.common.server import LIVENESS
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.launcher import Suite, healthy
 from tests.conftest import wait_for
 from tests.e2e.helpers import Clients
 
@@ -39,7 +39,7 @@ class Up:
                 "FANLINE_LOG_LEVEL": "ERROR", **env}
         if "FANLINE_REDIS_URL" not in env:
             full.pop("FANLINE_REDIS_URL", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", *flags],
+        self.proc = subprocess.Popen([sys.executable, "-m", "fanline.cli", "up", *flags],
                                      env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.lines: list[str] = []

@@ -13,9 +13,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import free_port
-from services.common.tls import TlsFiles, make_dev_certs
-from services.gen.feed.v1 import (
+from fanline.common.embedded import free_port
+from fanline.common.tls import TlsFiles, make_dev_certs
+from fanline.gen.feed.v1 import (
     fanout_pb2,
     fanout_pb2_grpc,
     post_pb2,
@@ -23,7 +23,7 @@ from services.gen.feed.v1 import (
     timeline_pb2,
     timeline_pb2_grpc,
 )
-from services.launcher import Suite, healthy
+from fanline.launcher import Suite, healthy
 from tests.conftest import wait_for
 from tests.e2e.test_auth import AUTH_ENV, bearer
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("certs")
-    out = subprocess.run([sys.executable, "-m", "services.cli", "certs", str(directory)],
+    out = subprocess.run([sys.executable, "-m", "fanline.cli", "certs", str(directory)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert f"FANLINE_TLS_CA={directory / 'ca.crt'}" in out
     return directory

@@ -11,21 +11,21 @@ from typing import Any
 
 import pytest
 
-from services.common import clients
-from services.common.config import Settings
-from services.common.pagination import PageTokens
-from services.common.server import GrpcServer
-from services.common.store import Store
-from services.fanout.app import build_fanout, build_worker
-from services.fanout.queue import Consumer
-from services.fanout.service import Fanout
-from services.fanout.servicer import FanoutServicer
-from services.gen.feed.v1 import fanout_pb2_grpc, post_pb2, post_pb2_grpc
-from services.post.outbox import Outbox
-from services.post.posts import Posts
-from services.post.servicer import PostServicer
-from services.timeline.cursor import FIRST_PAGE, Cursor
-from services.timeline.reader import TimelinePage, TimelineReader
+from fanline.common import clients
+from fanline.common.config import Settings
+from fanline.common.pagination import PageTokens
+from fanline.common.server import GrpcServer
+from fanline.common.store import Store
+from fanline.fanout.app import build_fanout, build_worker
+from fanline.fanout.queue import Consumer
+from fanline.fanout.service import Fanout
+from fanline.fanout.servicer import FanoutServicer
+from fanline.gen.feed.v1 import fanout_pb2_grpc, post_pb2, post_pb2_grpc
+from fanline.post.outbox import Outbox
+from fanline.post.posts import Posts
+from fanline.post.servicer import PostServicer
+from fanline.timeline.cursor import FIRST_PAGE, Cursor
+from fanline.timeline.reader import TimelinePage, TimelineReader
 
 
 @dataclass

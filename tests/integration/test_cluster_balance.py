@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from services.common.embedded import EmbeddedCluster
+from fanline.common.embedded import EmbeddedCluster
 from tests.conftest import CLUSTER_MASTERS, StoreServer
 from tests.integration.conftest import Stack
 

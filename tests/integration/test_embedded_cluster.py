@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import redis
 from redis.cluster import RedisCluster
 
-from services.common.embedded import CLUSTER_SLOTS, EmbeddedCluster
+from fanline.common.embedded import CLUSTER_SLOTS, EmbeddedCluster
 
 
 def _running(pid: int) -> bool:

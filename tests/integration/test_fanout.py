@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from services.common.store.records import DeliveryState
-from services.fanout.policy import Mode
-from services.gen.feed.v1 import fanout_pb2, post_pb2
-from services.post.outbox import Outbox
+from fanline.common.store.records import DeliveryState
+from fanline.fanout.policy import Mode
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2
+from fanline.post.outbox import Outbox
 from tests.conftest import async_wait_for
 from tests.integration.conftest import Stack
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from services.common.store import Store
-from services.common.store.layout import MAX_POST_ID, id_time
+from fanline.common.store import Store
+from fanline.common.store.layout import MAX_POST_ID, id_time
 
 
 async def test_ids_are_unique_time_ordered_exact_and_name_the_authors_bucket(store: Store) -> None:

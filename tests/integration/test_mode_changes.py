@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.fanout.policy import Mode
+from fanline.fanout.policy import Mode
 from tests.integration.conftest import Stack
 
 

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from services.common import clients
-from services.common.cache import SingleFlight
-from services.common.config import Settings
-from services.common.server import GrpcServer
-from services.common.store import Store
-from services.gen.feed.v1 import post_pb2, post_pb2_grpc
-from services.timeline.cursor import FIRST_PAGE
-from services.timeline.hydrate import Hydrator
-from services.timeline.reader import TimelineReader
+from fanline.common import clients
+from fanline.common.cache import SingleFlight
+from fanline.common.config import Settings
+from fanline.common.server import GrpcServer
+from fanline.common.store import Store
+from fanline.gen.feed.v1 import post_pb2, post_pb2_grpc
+from fanline.timeline.cursor import FIRST_PAGE
+from fanline.timeline.hydrate import Hydrator
+from fanline.timeline.reader import TimelineReader
 from tests.conftest import async_wait_for
 
 

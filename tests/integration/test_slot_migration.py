@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from services.common.embedded import EmbeddedCluster
-from services.common.store.layout import slot_of
+from fanline.common.embedded import EmbeddedCluster
+from fanline.common.store.layout import slot_of
 from tests.conftest import CLUSTER_MASTERS, StoreServer, async_wait_for
 from tests.integration.conftest import Stack
 

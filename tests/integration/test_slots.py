@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from services.common.embedded import EmbeddedStore
-from services.common.store import scripts
-from services.common.store.layout import slot_of
-from services.gen.feed.v1 import fanout_pb2, post_pb2
-from services.timeline.cursor import FIRST_PAGE
+from fanline.common.embedded import EmbeddedStore
+from fanline.common.store import scripts
+from fanline.common.store.layout import slot_of
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2
+from fanline.timeline.cursor import FIRST_PAGE
 from tests.conftest import StoreServer, async_wait_for
 from tests.integration.conftest import Stack
 
@@ -176,7 +176,7 @@ async def exercise(stack: Stack) -> None:
     await stack.posts.ListAuthorPosts(post_pb2.ListAuthorPostsRequest(author_id="alice"))
     await stack.posts.BatchGetPosts(post_pb2.BatchGetPostsRequest(
         post_ids=[taken.post_id, first.post_id]))
-    from services.post.outbox import Outbox
+    from fanline.post.outbox import Outbox
     await Outbox(stack.store, stack.fanout_stub, 1).drain_once(now_ms=2**62)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from services.cli import _store_unreachable
-from services.common.config import load_settings
-from services.common.embedded import EmbeddedCluster, EmbeddedStore
-from services.common.store import Store
+from fanline.cli import _store_unreachable
+from fanline.common.config import load_settings
+from fanline.common.embedded import EmbeddedCluster, EmbeddedStore
+from fanline.common.store import Store
 
 PASSWORD = "s3cret/with:odd@chars"
 

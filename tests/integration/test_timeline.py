@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from services.gen.feed.v1 import post_pb2
-from services.timeline.cursor import FIRST_PAGE, Cursor, Regime
-from services.timeline.merge import Source
+from fanline.gen.feed.v1 import post_pb2
+from fanline.timeline.cursor import FIRST_PAGE, Cursor, Regime
+from fanline.timeline.merge import Source
 from tests.conftest import async_wait_for
 from tests.integration.conftest import Stack
 
@@ -148,7 +148,7 @@ async def test_unfollowed_pull_author_vanishes(make_stack) -> None:
 
 
 async def test_many_pull_authors_are_matched_through_the_follow_set(make_stack) -> None:
-    from services.timeline.sources import MERGED_LOOKUP_MAX
+    from fanline.timeline.sources import MERGED_LOOKUP_MAX
 
     stack: Stack = await make_stack()
     others = [f"celeb{i:04d}" for i in range(MERGED_LOOKUP_MAX + 50)]

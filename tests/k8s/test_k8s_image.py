@@ -2,7 +2,7 @@
 
 No container engine runs in CI, so the Dockerfile is checked as text: its final stage's
 ENTRYPOINT is the installed console script, and ENTRYPOINT + CMD, ENTRYPOINT + each
-Deployment's args, and each command in the docs parse with `services.cli.build_parser()`.
+Deployment's args, and each command in the docs parse with `fanline.cli.build_parser()`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def exec_form(stage: list[tuple[str, str]], keyword: str) -> list[str]:
 
 def parse_with_cli(argv: list[str]) -> None:
     """Fail the test (instead of exiting) if the real CLI parser rejects argv."""
-    from services.cli import build_parser
+    from fanline.cli import build_parser
 
     try:
         build_parser().parse_args(argv)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.common.store.layout import QUEUE_GROUP, Layout
+from fanline.common.store.layout import QUEUE_GROUP, Layout
 
 if TYPE_CHECKING:
     from conftest import Obj, Rendered

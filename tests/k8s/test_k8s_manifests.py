@@ -13,10 +13,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.common.auth import HMAC_SECRET_MIN_CHARS
-from services.common.config import DEV_PAGE_TOKEN_SECRET, SETTINGS, Settings, env_names, load_settings
-from services.common.server import LIVENESS
-from services.common.tls import make_dev_certs
+from fanline.common.auth import HMAC_SECRET_MIN_CHARS
+from fanline.common.config import DEV_PAGE_TOKEN_SECRET, SETTINGS, Settings, env_names, load_settings
+from fanline.common.server import LIVENESS
+from fanline.common.tls import make_dev_certs
 
 if TYPE_CHECKING:
     from conftest import Obj, Rendered

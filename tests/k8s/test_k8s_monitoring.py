@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from services.common import metrics
+from fanline.common import metrics
 
 if TYPE_CHECKING:
     from conftest import Obj, Rendered

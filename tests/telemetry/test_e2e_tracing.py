@@ -10,11 +10,11 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from services.common.config import load_settings
-from services.common.store.layout import Layout
-from services.fanout import policy
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
-from services.launcher import Suite
+from fanline.common.config import load_settings
+from fanline.common.store.layout import Layout
+from fanline.fanout import policy
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.launcher import Suite
 from tests.conftest import wait_for
 from tests.e2e.helpers import Clients
 from tests.telemetry.otlp import CLIENT, CONSUMER, SERVER, Collector, ExportedSpan

@@ -6,13 +6,13 @@ from __future__ import annotations
 import grpc
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from services.common import clients
-from services.common.pagination import PageTokens
-from services.common.server import GrpcServer
-from services.common.store import Store
-from services.gen.feed.v1 import post_pb2, post_pb2_grpc
-from services.post.posts import Posts
-from services.post.servicer import PostServicer
+from fanline.common import clients
+from fanline.common.pagination import PageTokens
+from fanline.common.server import GrpcServer
+from fanline.common.store import Store
+from fanline.gen.feed.v1 import post_pb2, post_pb2_grpc
+from fanline.post.posts import Posts
+from fanline.post.servicer import PostServicer
 from tests.conftest import points
 
 

@@ -17,17 +17,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from services.common import clients, telemetry
-from services.common.config import Settings
-from services.common.pagination import PageTokens
-from services.common.server import GrpcServer
-from services.common.store import Store
-from services.fanout.app import build_fanout
-from services.fanout.servicer import FanoutServicer
-from services.gen.feed.v1 import fanout_pb2_grpc, post_pb2, post_pb2_grpc
-from services.post.outbox import Outbox
-from services.post.posts import Posts
-from services.post.servicer import PostServicer
+from fanline.common import clients, telemetry
+from fanline.common.config import Settings
+from fanline.common.pagination import PageTokens
+from fanline.common.server import GrpcServer
+from fanline.common.store import Store
+from fanline.fanout.app import build_fanout
+from fanline.fanout.servicer import FanoutServicer
+from fanline.gen.feed.v1 import fanout_pb2_grpc, post_pb2, post_pb2_grpc
+from fanline.post.outbox import Outbox
+from fanline.post.posts import Posts
+from fanline.post.servicer import PostServicer
 
 
 @pytest.fixture

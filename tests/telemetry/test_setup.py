@@ -12,12 +12,12 @@ from concurrent import futures
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from services.common.embedded import free_port
+from fanline.common.embedded import free_port
 
 SCRIPT = """
 import json, logging, sys, time, urllib.request
-from services.common import metrics, telemetry
-from services.common.config import load_settings
+from fanline.common import metrics, telemetry
+from fanline.common.config import load_settings
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 telemetry.setup("fanline-test", load_settings())
@@ -93,7 +93,7 @@ def test_a_traces_only_endpoint_turns_metrics_export_off_quietly() -> None:
 
 
 def test_the_console_exporter_prints_spans_without_a_collector() -> None:
-    script = ("from services.common import telemetry\n"
+    script = ("from fanline.common import telemetry\n"
               "telemetry.setup('fanline-test')\n"
               "with telemetry.span('console-check'):\n"
               "    pass\n"

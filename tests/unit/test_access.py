@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from services.common.access import POLICY, Who, authorize, bearer, markdown_table
-from services.common.auth import ADMIN, INTERNAL, Caller
-from services.common.errors import PermissionDenied, Unauthenticated
-from services.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
+from fanline.common.access import POLICY, Who, authorize, bearer, markdown_table
+from fanline.common.auth import ADMIN, INTERNAL, Caller
+from fanline.common.errors import PermissionDenied, Unauthenticated
+from fanline.gen.feed.v1 import fanout_pb2, post_pb2, timeline_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = Caller("alice", frozenset())

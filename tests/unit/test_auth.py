@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.common.auth import INTERNAL, Caller, InternalToken, Keys, load_jwks
-from services.common.errors import Unauthenticated
+from fanline.common.auth import INTERNAL, Caller, InternalToken, Keys, load_jwks
+from fanline.common.errors import Unauthenticated
 
 SECRET = "s" * 32
 OLD_SECRET = "o" * 32

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.cache import BoundedMemoryCache
+from fanline.common.cache import BoundedMemoryCache
 
 
 class Clock:

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from services.cli import build_parser, version
+from fanline.cli import build_parser, version
 
 
 def test_version_is_the_installed_one(capsys: pytest.CaptureFixture[str]) -> None:

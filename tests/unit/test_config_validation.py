@@ -1,8 +1,8 @@
 import pytest
 
-from services.common import validation
-from services.common.config import ConfigError, env_names, load_settings
-from services.common.errors import InvalidArgument
+from fanline.common import validation
+from fanline.common.config import ConfigError, env_names, load_settings
+from fanline.common.errors import InvalidArgument
 
 
 def test_defaults_load() -> None:

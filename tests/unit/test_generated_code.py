@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from services.common import protogen
+from fanline.common import protogen
 
 
 def test_generated_stubs_match_protos(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.store.layout import (
+from fanline.common.store.layout import (
     EPOCH_MS,
     SLOTS,
     Layout,
@@ -13,7 +13,7 @@ from services.common.store.layout import (
     slot_of,
     spread_tags,
 )
-from services.fanout import policy
+from fanline.fanout import policy
 
 USERS = [f"user{i}" for i in range(500)]
 

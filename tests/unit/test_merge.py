@@ -1,5 +1,5 @@
-from services.timeline.cursor import Cursor, Regime
-from services.timeline.merge import Source, archive_page, inbox_page, merge_newest_first
+from fanline.timeline.cursor import Cursor, Regime
+from fanline.timeline.merge import Source, archive_page, inbox_page, merge_newest_first
 
 
 def test_merge_is_newest_first_and_deduplicated_preferring_the_first_source() -> None:

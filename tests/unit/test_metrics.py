@@ -8,16 +8,16 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from services.common import metrics
-from services.common.clock import now_ms
-from services.common.config import Settings
-from services.common.store import Store
-from services.fanout.app import build_fanout, build_worker
-from services.fanout.queue import Consumer
-from services.fanout.service import Fanout
-from services.gen.feed.v1 import post_pb2
-from services.timeline.cursor import FIRST_PAGE
-from services.timeline.reader import TimelineReader
+from fanline.common import metrics
+from fanline.common.clock import now_ms
+from fanline.common.config import Settings
+from fanline.common.store import Store
+from fanline.fanout.app import build_fanout, build_worker
+from fanline.fanout.queue import Consumer
+from fanline.fanout.service import Fanout
+from fanline.gen.feed.v1 import post_pb2
+from fanline.timeline.cursor import FIRST_PAGE
+from fanline.timeline.reader import TimelineReader
 from tests.conftest import points
 
 

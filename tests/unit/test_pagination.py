@@ -1,9 +1,9 @@
 import pytest
 
-from services.common.errors import InvalidArgument
-from services.common.pagination import PageTokens
-from services.timeline import cursor as cursors
-from services.timeline.cursor import Cursor, Regime
+from fanline.common.errors import InvalidArgument
+from fanline.common.pagination import PageTokens
+from fanline.timeline import cursor as cursors
+from fanline.timeline.cursor import Cursor, Regime
 
 TOKENS = PageTokens(["test-secret"])
 

@@ -1,4 +1,4 @@
-from services.fanout.policy import Mode, active_since, classify, demote_mark
+from fanline.fanout.policy import Mode, active_since, classify, demote_mark
 
 
 def test_promotes_at_threshold() -> None:

@@ -13,12 +13,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from services.common import telemetry
-from services.common.config import Settings
-from services.common.store import Store
-from services.common.store.records import Job, JobKind
-from services.fanout import policy
-from services.fanout.app import build_fanout, build_worker
+from fanline.common import telemetry
+from fanline.common.config import Settings
+from fanline.common.store import Store
+from fanline.common.store.records import Job, JobKind
+from fanline.fanout import policy
+from fanline.fanout.app import build_fanout, build_worker
 
 
 @pytest.fixture

@@ -14,17 +14,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from services.common.store import records
-from services.common.store.client import StoreClient, is_outage
-from services.common.store.graph import GraphRecords
-from services.common.store.inboxes import InboxRecords
-from services.common.store.layout import Layout
-from services.common.store.posts import PostRecords
-from services.common.store.queue import QueueRecords
-from services.common.store.records import Event
+from fanline.common.store import records
+from fanline.common.store.client import StoreClient, is_outage
+from fanline.common.store.graph import GraphRecords
+from fanline.common.store.inboxes import InboxRecords
+from fanline.common.store.layout import Layout
+from fanline.common.store.posts import PostRecords
+from fanline.common.store.queue import QueueRecords
+from fanline.common.store.records import Event
 
 if TYPE_CHECKING:
-    from services.common.config import Settings
+    from fanline.common.config import Settings
 
 __all__ = ["LayoutMismatch", "Store", "is_outage", "open_store"]
 

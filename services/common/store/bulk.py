@@ -18,10 +18,10 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from services.common.store import records
-from services.common.store.client import StoreClient
-from services.common.store.layout import Layout, slot_of
-from services.gen.feed.v1 import post_pb2
+from fanline.common.store import records
+from fanline.common.store.client import StoreClient
+from fanline.common.store.layout import Layout, slot_of
+from fanline.gen.feed.v1 import post_pb2
 
 CHUNK = 5_000  # commands in flight per node before their replies are read
 

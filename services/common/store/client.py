@@ -31,8 +31,8 @@ from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
-from services.common.store.scripts import ALL as ALL_SCRIPTS
-from services.common.store.scripts import Script
+from fanline.common.store.scripts import ALL as ALL_SCRIPTS
+from fanline.common.store.scripts import Script
 
 log = logging.getLogger(__name__)
 

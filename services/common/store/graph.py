@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.common.store import records, scripts
-from services.common.store.client import Call, StoreClient
-from services.common.store.layout import Layout
-from services.common.store.records import Event, EventKind
+from fanline.common.store import records, scripts
+from fanline.common.store.client import Call, StoreClient
+from fanline.common.store.layout import Layout
+from fanline.common.store.records import Event, EventKind
 
 BULK_CHUNK = 1000  # calls per pipeline of a bulk load
 

@@ -7,9 +7,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.common.store import records, scripts
-from services.common.store.client import Call, StoreClient
-from services.common.store.layout import Layout
+from fanline.common.store import records, scripts
+from fanline.common.store.client import Call, StoreClient
+from fanline.common.store.layout import Layout
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.store import records, scripts
-from services.common.store.client import Call, StoreClient
-from services.common.store.layout import EPOCH_MS, MAX_POST_ID, Layout, id_time
-from services.common.store.records import Event, EventKind, HandOff, OutboxEntry
-from services.gen.feed.v1 import post_pb2
+from fanline.common.store import records, scripts
+from fanline.common.store.client import Call, StoreClient
+from fanline.common.store.layout import EPOCH_MS, MAX_POST_ID, Layout, id_time
+from fanline.common.store.records import Event, EventKind, HandOff, OutboxEntry
+from fanline.gen.feed.v1 import post_pb2
 
 REQUEST_ID_TTL_S = 24 * 3600  # retries of one CreatePost arrive within seconds; a day is ample
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import redis.exceptions as rx
 
-from services.common.clock import now_ms
-from services.common.store import records, scripts
-from services.common.store.client import Call, StoreClient
-from services.common.store.layout import QUEUE_GROUP, Layout
-from services.common.store.records import Counter, DeliveryRecord, DeliveryUpdate, Job, JobKind
+from fanline.common.clock import now_ms
+from fanline.common.store import records, scripts
+from fanline.common.store.client import Call, StoreClient
+from fanline.common.store.layout import QUEUE_GROUP, Layout
+from fanline.common.store.records import Counter, DeliveryRecord, DeliveryUpdate, Job, JobKind
 
 DELIVERY_TTL_S = 7 * 86400
 CONTINUATION_MARKER_TTL_S = 86400

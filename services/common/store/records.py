@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from services.gen.feed.v1 import post_pb2
+from fanline.gen.feed.v1 import post_pb2
 
 # -- posts ------------------------------------------------------------------------------------
 

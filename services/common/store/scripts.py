@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 from string import Template
 
-from services.common.store import records
+from fanline.common.store import records
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-from services.gen.feed.v1 import post_pb2 as _post_pb2
+from fanline.gen.feed.v1 import post_pb2 as _post_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

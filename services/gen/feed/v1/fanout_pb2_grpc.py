@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.feed.v1 import fanout_pb2 as feed_dot_v1_dot_fanout__pb2
+from fanline.gen.feed.v1 import fanout_pb2 as feed_dot_v1_dot_fanout__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -22,7 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from services.gen.feed.v1 import post_pb2 as feed_dot_v1_dot_post__pb2
+from fanline.gen.feed.v1 import post_pb2 as feed_dot_v1_dot_post__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x65\x64/v1/timeline.proto\x12\x07\x66\x65\x65\x64.v1\x1a\x12\x66\x65\x65\x64/v1/post.proto\"L\n\x12GetTimelineRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\rTimelineEntry\x12\x1b\n\x04post\x18\x01 \x01(\x0b\x32\r.feed.v1.Post\x12$\n\x06source\x18\x02 \x01(\x0e\x32\x14.feed.v1.EntrySource\"h\n\x13GetTimelineResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.feed.v1.TimelineEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0f\n\x07partial\x18\x03 \x01(\x08*Z\n\x0b\x45ntrySource\x12\x1c\n\x18\x45NTRY_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NTRY_SOURCE_INBOX\x10\x01\x12\x15\n\x11\x45NTRY_SOURCE_PULL\x10\x02\x32[\n\x0fTimelineService\x12H\n\x0bGetTimeline\x12\x1b.feed.v1.GetTimelineRequest\x1a\x1c.feed.v1.GetTimelineResponseb\x06proto3')
