@@ -77,7 +77,7 @@ def add_commands(subparsers: Any) -> None:
     _workload_args(bench)
     bench.set_defaults(func=cmd_bench)
     sub = bench.add_subparsers(dest="bench_command",
-                               metavar="{engine,reads,cluster,layouts,soak,chaos,docs}")
+                               metavar="{engine,reads,watch,cluster,layouts,soak,chaos,docs}")
 
     engine = sub.add_parser(
         "engine", help="one worker's inbox writes/s vs pipelined ZADD",
@@ -119,6 +119,22 @@ def add_commands(subparsers: Any) -> None:
                        help="on an embedded cluster of this many masters (default: one node)")
     reads.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
     reads.set_defaults(func=cmd_reads)
+
+    watch = sub.add_parser(
+        "watch", help="WatchTimeline delivery latency and memory with many watchers",
+        description="Open WatchTimeline streams on one timeline process (first a few, then "
+                    "many), post at a fixed rate, and report the time from CreatePost "
+                    "returning to each watcher receiving the entry (p50/p99), missing and "
+                    "repeated deliveries, and the process's memory per open stream.")
+    watch.add_argument("--watchers", type=count(1), default=2000, help="streams held open")
+    watch.add_argument("--baseline", type=count(1), default=20,
+                       help="streams of the first phase, for the ratio")
+    watch.add_argument("--authors", type=count(1), default=20, help="push authors posting")
+    watch.add_argument("--follows", type=count(1), default=2, help="authors each watcher follows")
+    watch.add_argument("--posts", type=count(1), default=100, help="posts per phase")
+    watch.add_argument("--rate", type=real(0, above=True), default=10.0, help="posts per second")
+    watch.add_argument("--out", default=DEFAULT_OUT, help="JSON and logs go here")
+    watch.set_defaults(func=cmd_watch)
 
     cluster = sub.add_parser(
         "cluster", help="fan-out and reads on one node and on a 3-master cluster, and balance",
@@ -299,6 +315,17 @@ def cmd_reads(args: argparse.Namespace) -> int:
     result = run_reads(scenario, out_dir=args.out, cluster=args.cluster)
     print(format_reads(result))
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from fanline.bench.watch import WatchScenario, format_watch, run_watch
+
+    result = run_watch(WatchScenario(watchers=args.watchers, baseline=args.baseline,
+                                     authors=args.authors, follows=args.follows,
+                                     posts=args.posts, rate=args.rate), out_dir=args.out)
+    print(format_watch(result))
+    print(f"JSON  {Path(args.out) / 'watch.json'}")
+    return 0 if all(p.missing == 0 and p.duplicates == 0 for p in result.phases) else 1
 
 
 def cmd_soak(args: argparse.Namespace) -> int:

@@ -8,7 +8,10 @@ inbox writes. With FANLINE_AUTH=jwt every call carries a token minted for the us
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
 
 import grpc
@@ -60,6 +63,34 @@ def _wait_delivered(fanout: fanout_pb2_grpc.FanoutServiceStub, post_id: str, who
         time.sleep(0.02)
 
 
+class LiveWatch:
+    """A WatchTimeline stream read in the background; `until` collects its entries."""
+
+    def __init__(self, timeline: timeline_pb2_grpc.TimelineServiceStub, user: str,
+                 who: Metadata) -> None:
+        self._call = timeline.WatchTimeline(timeline_pb2.WatchTimelineRequest(user_id=user),
+                                            metadata=who)
+        self._responses = iter(self._call)
+        next(self._responses)  # the first, empty response: the watch is live
+        self._entries: queue.Queue[tuple[float, timeline_pb2.TimelineEntry]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(grpc.RpcError):  # cancelled by until()
+            for response in self._responses:
+                if response.WhichOneof("event") == "entry":
+                    self._entries.put((time.monotonic(), response.entry))
+
+    def until(self, count: int, timeout_s: float) -> list[tuple[float, timeline_pb2.TimelineEntry]]:
+        got: list[tuple[float, timeline_pb2.TimelineEntry]] = []
+        deadline = time.monotonic() + timeout_s
+        with contextlib.suppress(queue.Empty):
+            while len(got) < count:
+                got.append(self._entries.get(timeout=max(0.01, deadline - time.monotonic())))
+        self._call.cancel()
+        return got
+
+
 def play(post_addr: str, fanout_addr: str, timeline_addr: str, keys: Keys | None = None,
          tls: TlsFiles | None = None) -> None:
     as_ = Credentials(keys).of
@@ -91,11 +122,20 @@ def play(post_addr: str, fanout_addr: str, timeline_addr: str, keys: Keys | None
         (alice, "Shipped the fix. Time for lunch."),
         (star, "Tour dates announced."),
     ]
+    live = LiveWatch(timeline, reader, as_(reader))  # the reader's app, open meanwhile
     deliveries: list[tuple[str, fanout_pb2.GetDeliveryResponse]] = []
+    created_at: dict[str, float] = {}
     for author, text in story:
         post = posts.CreatePost(post_pb2.CreatePostRequest(author_id=author, text=text),
                                 metadata=as_(author)).post
+        created_at[post.post_id] = time.monotonic()
         deliveries.append((author, _wait_delivered(fanout, post.post_id, as_(author))))
+    arrived = live.until(len(story), timeout_s=5)
+    print(f"\nLive: {reader}'s WatchTimeline stream, as the posts were made:")
+    for at, entry in arrived:
+        source = timeline_pb2.EntrySource.Name(entry.source).removeprefix("ENTRY_SOURCE_")
+        after_ms = (at - created_at.get(entry.post.post_id, at)) * 1000
+        print(f"  +{after_ms:4.0f} ms [{source:5}] {entry.post.author_id:>14}: {entry.post.text}")
 
     if keys is not None:
         token = Credentials(keys).token(alice)

@@ -63,6 +63,7 @@ POLICY: dict[str, Rule] = {
     "/feed.v1.FanoutService/GetFanoutStats": Rule(Who.ADMIN),
     "/feed.v1.FanoutService/GetDelivery": Rule(Who.OWNER, note="the post's author, or operators"),
     "/feed.v1.TimelineService/GetTimeline": Rule(Who.SELF, ("user_id",)),
+    "/feed.v1.TimelineService/WatchTimeline": Rule(Who.SELF, ("user_id",)),
 }
 
 
@@ -139,9 +140,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             stream_inner = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                # Streaming handlers send with context.write (see interceptor.py).
                 await admit(request, context)
-                async for reply in stream_inner(request, context):
-                    yield reply
+                return await stream_inner(request, context)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer)

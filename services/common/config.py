@@ -188,6 +188,13 @@ SETTINGS: tuple[Setting, ...] = (
             "posts read per followee when rebuilding a returning user's inbox"),
     Setting("FANLINE_REBUILD_MAX_FOLLOWING", "rebuild_max_following", "2000", _int_at_least(1),
             "followees read by one timeline request (rebuild, archive pages, PULL matching)"),
+    Setting("FANLINE_WATCH_MAX_STREAMS", "watch_max_streams", "5000", _int_at_least(1),
+            "WatchTimeline streams one timeline process holds; more are RESOURCE_EXHAUSTED"),
+    Setting("FANLINE_WATCH_BUFFER", "watch_buffer", "256", _int_at_least(1),
+            "events queued for one WatchTimeline stream; a reader that falls further behind is "
+            "ended with RESOURCE_EXHAUSTED and resumes with its last token"),
+    Setting("FANLINE_WATCH_HEARTBEAT_S", "watch_heartbeat_s", "15", _positive_float,
+            "a WatchTimeline stream with nothing to send sends an empty response this often"),
     Setting("FANLINE_OUTBOX_RETRY_MS", "outbox_retry_ms", "500", _int_at_least(10),
             "how often the post service retries hand-offs fan-out has not accepted"),
     Setting("FANLINE_AUTH", "auth", "", _auth,
@@ -258,6 +265,9 @@ class Settings:
     body_cache_ttl_s: float
     rebuild_posts_per_author: int
     rebuild_max_following: int
+    watch_max_streams: int
+    watch_buffer: int
+    watch_heartbeat_s: float
     outbox_retry_ms: int
     auth: str
     jwt_secrets: tuple[str, ...]

@@ -52,6 +52,11 @@ class _Instruments:
             "fanline.timeline.pulled_cache", "{lookup}", "pulled-list cache lookups by result")
         self.body_cache = meter.create_counter(
             "fanline.timeline.body_cache", "{lookup}", "post-body cache lookups by result")
+        self.watch_streams = meter.create_up_down_counter(
+            "fanline.watch.streams", "{stream}", "open WatchTimeline streams")
+        self.watch_delay = meter.create_histogram(
+            "fanline.watch.delay", "ms", "post creation to its entry sent on a WatchTimeline stream",
+            explicit_bucket_boundaries_advisory=_LAG_MS)
         # RED metrics of every RPC (OpenTelemetry's RPC semantic conventions): the count of a
         # histogram's observations is the request rate, its status code attribute the errors.
         self.rpc_server = meter.create_histogram(
@@ -156,6 +161,14 @@ def body_cache(hits: int, misses: int) -> None:
         instruments.body_cache.add(hits, {CACHE_RESULT: "hit"})
     if misses:
         instruments.body_cache.add(misses, {CACHE_RESULT: "miss"})
+
+
+def watch_streams(delta: int) -> None:
+    _get().watch_streams.add(delta)
+
+
+def watch_sent(delay_ms: float) -> None:
+    _get().watch_delay.record(delay_ms)
 
 
 def rpc_finished(side: str, attributes: Mapping[str, Any], code: int, duration_ms: float) -> None:

@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 # new pods: HTTP/2 otherwise pins a client to the pods it first reached.
 DEPENDENCY_CHECK_S = 1.0  # how often a process checks what it depends on (the store)
 MAX_CONNECTION_AGE_MS = 30_000
-MAX_CONNECTION_AGE_GRACE_MS = 10_000
+# After the age, calls in flight may finish within the grace: unary ones take milliseconds;
+# WatchTimeline streams end when it runs out and resume on another connection, so the grace is
+# also how long a stream lives.
+MAX_CONNECTION_AGE_GRACE_MS = 300_000
 
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),

@@ -289,6 +289,23 @@ def consumer_span(name: str, carrier: Mapping[str, str],
     )
 
 
+def linked_span(name: str, carrier: Mapping[str, str],
+                attributes: Attributes = None) -> contextlib.AbstractContextManager[Span]:
+    """A new trace for one step of long-lived work (a stream's send), linked to the span in
+    `carrier` (the request that caused it) and to the current span (the long-lived call)."""
+    if _state.tracer is None:
+        return _NO_SPAN
+    links = []
+    cause = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    if cause.is_valid:
+        links.append(Link(cause, {"fanline.link": "post"}))
+    call = trace.get_current_span().get_span_context()
+    if call.is_valid:
+        links.append(Link(call, {"fanline.link": "stream"}))
+    return _state.tracer.start_as_current_span(
+        name, context=Context(), kind=SpanKind.PRODUCER, attributes=attributes, links=links)
+
+
 def current_span() -> Span:
     return trace.get_current_span()
 

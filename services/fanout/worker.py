@@ -190,19 +190,22 @@ class Worker:
                                                 started_ms=now_ms())
                 outcome.counters = {Counter.POSTS_PULL: 1}
                 # Let timelines drop their cached copy of this author's list at once.
-                await self._store.publish(Event(EventKind.POSTED, job.author_id))
+                await self._store.publish(Event(EventKind.POSTED, job.author_id, job.post_id,
+                                                trace=job.trace.get("traceparent", "")))
                 return outcome
             outcome.update = DeliveryUpdate(mode=int(mode), targeted=start.follower_count,
                                             started_ms=now_ms(), state=DeliveryState.DELIVERING)
             outcome.counters = {Counter.POSTS_PUSH: 1}
             # An author always sees their own posts, whether or not they read recently.
             await self._store.inboxes.merge(
-                None, [job.post_id], self._store.inboxes.group([job.author_id]), self._cap, 0)
+                None, [job.post_id], self._store.inboxes.group([job.author_id]), self._cap, 0,
+                announce=True, trace=job.trace.get("traceparent", ""))
             outcome.written += 1  # the author's own inbox, counted like PUSH's followers
         with telemetry.span("fanout.batch") as batch:
             groups = await self._followers(entry, outcome.mode, outcome, start)
             written, skipped = await self._store.inboxes.push(
-                job.post_id, job.author_id, groups, self._cap, self._active_since())
+                job.post_id, job.author_id, groups, self._cap, self._active_since(),
+                job.trace.get("traceparent", ""))
             # Followers only: the author's own inbox write is on the parent span's total.
             batch.set_attributes({"fanline.batch.size": sum(len(g) for g in groups.values()),
                                   "fanline.batch.calls": len(groups),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -54,6 +55,8 @@ class TimelineReader:
         )
         self._background: set[asyncio.Task[object]] = set()
         self._events_task: asyncio.Task[None] | None = None
+        # Also told of every event (None: re-subscribed): the live timelines (watch.py).
+        self.event_listeners: list[Callable[[Event | None], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -79,6 +82,8 @@ class TimelineReader:
         """Drop cached state the moment it goes stale (deletes, new pulled posts, mode
         changes); the TTLs only bound staleness if a message is missed."""
         async for event in self._store.events():
+            for listener in self.event_listeners:
+                listener(event)
             if event is None:  # (re)subscribed: anything may have changed meanwhile
                 await self.sources.forget_modes()
                 await self.sources.pulled_cache.clear()

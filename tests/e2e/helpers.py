@@ -8,6 +8,9 @@ suite's internal token, so tests that poke at any RPC still get through.
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections import namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,6 +145,95 @@ class Clients:
 
         return wait_for(done, timeout_s, message=f"delivery of {post_id}")  # type: ignore[return-value]
 
+    def watch(self, user: str, resume_token: str = "",
+              options: list[tuple[str, Any]] | None = None, addr: str = "") -> Watch:
+        """A live WatchTimeline stream of `user`, read in a thread; returns once the watch is
+        live (its first, empty response has arrived). `options`/`addr`: a channel of its own
+        (e.g. a small receive window to play a slow reader)."""
+        stub = self.timeline
+        if options is not None:
+            stub = timeline_pb2_grpc.TimelineServiceStub(grpc.insecure_channel(addr, options))
+        call = stub.WatchTimeline(
+            timeline_pb2.WatchTimelineRequest(user_id=user, resume_token=resume_token),
+            metadata=self.as_(user))
+        watch = Watch(call)
+        first = watch.next(15)
+        assert first.WhichOneof("event") is None, first
+        return watch
+
     def stats(self) -> fanout_pb2.GetFanoutStatsResponse:
         return self.fanout.GetFanoutStats(fanout_pb2.GetFanoutStatsRequest(),
                                           metadata=self.as_("tests-operator", ADMIN))
+
+
+class Watch:
+    """A WatchTimeline stream read by a thread into a queue, so tests can wait with timeouts.
+    `received` stamps each response with the monotonic time it arrived."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.token = ""
+        self.error: grpc.RpcError | None = None
+        self._queue: queue.Queue[tuple[float, Any]] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                self._queue.put((time.monotonic(), response))
+        except grpc.RpcError as err:
+            self._queue.put((time.monotonic(), err))
+
+    def next_stamped(self, timeout_s: float = 10) -> tuple[float, timeline_pb2.WatchTimelineResponse]:
+        """The next response and when it arrived; raises the stream's error if it ended."""
+        try:
+            at, item = self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            raise AssertionError(f"no response within {timeout_s}s") from None
+        if isinstance(item, grpc.RpcError):
+            self.error = item
+            raise item
+        self.token = item.resume_token
+        return at, item
+
+    def next(self, timeout_s: float = 10) -> timeline_pb2.WatchTimelineResponse:
+        return self.next_stamped(timeout_s)[1]
+
+    def next_event(self, timeout_s: float = 10) -> timeline_pb2.WatchTimelineResponse:
+        """The next response that carries an event (heartbeats skipped)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            response = self.next(max(0.01, deadline - time.monotonic()))
+            if response.WhichOneof("event") is not None:
+                return response
+
+    def entries(self, count: int, timeout_s: float = 10) -> list[str]:
+        """The post ids of the next `count` entries."""
+        ids: list[str] = []
+        while len(ids) < count:
+            response = self.next_event(timeout_s)
+            if response.WhichOneof("event") == "entry":
+                ids.append(response.entry.post.post_id)
+        return ids
+
+    def ended_with(self, timeout_s: float = 10) -> grpc.StatusCode:
+        """Read until the stream ends; its status code."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.next(max(0.01, deadline - time.monotonic()))
+            except grpc.RpcError as err:
+                return err.code()  # type: ignore[attr-defined,no-any-return]
+
+    def quiet(self, for_s: float) -> bool:
+        """True if no event arrives within `for_s` (heartbeats allowed)."""
+        try:
+            self.next_event(for_s)
+        except AssertionError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.call.cancel()
+        self._thread.join(5)

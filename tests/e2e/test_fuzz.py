@@ -23,7 +23,7 @@ from fanline.common.access import POLICY
 from fanline.common.auth import ADMIN, INTERNAL, Keys
 from fanline.gen.feed.v1 import fanout_pb2, post_pb2, post_pb2_grpc, timeline_pb2
 from fanline.launcher import Suite, healthy
-from tests.e2e.test_auth import AUTH_ENV, SECRET
+from tests.e2e.test_auth import AUTH_ENV, SECRET, STREAMING, first_response
 
 pytestmark = pytest.mark.e2e
 
@@ -180,11 +180,15 @@ def test_garbage_gets_documented_codes_and_changes_nothing(fuzzed: Suite) -> Non
         kind = input_type(method)
         request = build(kind, values)
         service = method.strip("/").split("/")[0].split(".")[-1]
-        stub = channels[service].unary_unary(
-            method, request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=lambda b: b)
         try:
-            stub(request, metadata=meta, timeout=10)
+            if method.rsplit("/", 1)[1] in STREAMING:
+                first_response(channels[service].unary_stream(
+                    method, request_serializer=lambda m: m.SerializeToString(),
+                    response_deserializer=lambda b: b)(request, metadata=meta, timeout=10))
+            else:
+                channels[service].unary_unary(
+                    method, request_serializer=lambda m: m.SerializeToString(),
+                    response_deserializer=lambda b: b)(request, metadata=meta, timeout=10)
             code, details = grpc.StatusCode.OK, ""
         except grpc.RpcError as err:
             code, details = err.code(), err.details() or ""  # type: ignore[attr-defined]

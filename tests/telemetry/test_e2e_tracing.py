@@ -82,11 +82,16 @@ def test_traces_of_the_write_and_read_paths(collector: Collector,
         api.wait_delivered(api.post("star", "from the stage").post_id, SLOW)
 
     # -- write path: CreatePost -> PublishPost in one trace, linked worker traces -----------
+    watch = api.watch("reader")  # and a live timeline that receives the post
     write_trace, metadata = traceparent()
     post = api.posts.CreatePost(
         post_pb2.CreatePostRequest(author_id="alice", text="hello fans"), metadata=metadata
     ).post
     delivery = api.wait_delivered(post.post_id, SLOW)
+    try:
+        assert watch.entries(1, SLOW) == [post.post_id]
+    finally:
+        watch.close()
     assert delivery.trace_id == write_trace
     assert delivery.delivery_mode == fanout_pb2.DELIVERY_MODE_PUSH
     assert delivery.inbox_writes == len(alice_followers) + 1  # followers + alice's own inbox
@@ -123,6 +128,8 @@ def test_traces_of_the_write_and_read_paths(collector: Collector,
             and {"timeline.inbox", "timeline.pulled", "timeline.hydrate",
                  "feed.v1.PostService/BatchGetPosts", "feed.v1.TimelineService/GetTimeline"} <= read
             and any(s.service == "fanline-post" for s in collector.trace(bad_trace))
+            and {"timeline.watch.send", "feed.v1.TimelineService/WatchTimeline"}
+            <= {s.name for s in collector.snapshot()}
             and "fanline.posts.published" in collector.metrics
             and "fanline.timeline.duration" in collector.metrics
         )
@@ -169,6 +176,14 @@ def test_traces_of_the_write_and_read_paths(collector: Collector,
                if "db.redis.keys_count" in s.attributes]
     assert counted and max(counted) <= 1 + 2 * BATCH
 
+    # The live timeline's send: its own trace, linked to the request that published the post
+    # and to the stream it was sent on.
+    send = one(everything, lambda s: s.name == "timeline.watch.send")
+    stream = one(everything, lambda s: s.name == "feed.v1.TimelineService/WatchTimeline")
+    assert send.service == stream.service == "fanline-timeline"
+    assert send.parent_id == "" and send.attributes["fanline.post_id"] == post.post_id
+    assert send.links == [(write_trace, publish_server.span_id), (stream.trace_id, stream.span_id)]
+
     # The read: stages as spans, sources overlapping, hydrate crossing into the post service.
     read = collector.trace(read_trace)
     request = one(read, lambda s: s.name == "feed.v1.TimelineService/GetTimeline")
@@ -182,8 +197,9 @@ def test_traces_of_the_write_and_read_paths(collector: Collector,
     assert any(s.parent_id == inbox.span_id and s.attributes.get("db.system") == "redis"
                for s in read)
     hydrate = one(read, lambda s: s.name == "timeline.hydrate")
-    assert hydrate.attributes["fanline.cache.misses"] == 3
-    assert hydrate.attributes["fanline.cache.hits"] == 0
+    # alice's post was fetched for the live timeline already: the same process's cache.
+    assert hydrate.attributes["fanline.cache.misses"] == 2
+    assert hydrate.attributes["fanline.cache.hits"] == 1
     batch_client = one(read, lambda s: s.name == "feed.v1.PostService/BatchGetPosts"
                        and s.kind == CLIENT)
     batch_server = one(read, lambda s: s.name == "feed.v1.PostService/BatchGetPosts"

@@ -7,9 +7,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from fanline.common.clock import now_ms
 from fanline.common.store import records, scripts
 from fanline.common.store.client import Call, StoreClient
 from fanline.common.store.layout import Layout
+from fanline.common.store.records import NO_TRACE
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,17 @@ class InboxRecords:
         return groups
 
     async def push(self, post_id: int, author_id: str, groups: Mapping[int, Sequence[str]],
-                   cap: int, active_since: int) -> tuple[int, int]:
+                   cap: int, active_since: int, trace: str = "") -> tuple[int, int]:
         """Add one post to the inboxes of the author's followers in `groups` (bucket ->
-        followers) that are active and still follow; returns (written, skipped_inactive)."""
+        followers) that are active and still follow; returns (written, skipped_inactive).
+        Live watchers of those inboxes are told (`trace`: the publisher's traceparent)."""
+        now = now_ms()
         calls = [
             Call(scripts.PUSH,
-                 [self._layout.local_followers(bucket, author_id),
+                 [self._layout.local_followers(bucket, author_id), self._layout.watchers(bucket),
                   *self._layout.inbox_and_seen(bucket, list(followers))],
-                 [post_id, cap, active_since, *followers])
+                 [post_id, cap, active_since, now, self._layout.events(bucket),
+                  trace or NO_TRACE, *followers])
             for bucket, followers in groups.items() if followers
         ]
         results = await self._client.run_many(calls, durable=True)
@@ -47,31 +52,60 @@ class InboxRecords:
 
     async def merge(self, author_id: str | None, post_ids_newest_first: Sequence[int],
                     groups: Mapping[int, Sequence[str]], cap: int,
-                    active_since: int) -> tuple[int, int]:
+                    active_since: int, announce: bool = False, trace: str = "") -> tuple[int, int]:
         """Backfill posts into inboxes (a follow, a demotion to PUSH, an author's own post).
-        With `author_id`, only followers still following them; returns (written, skipped)."""
+        With `author_id`, only followers still following them; returns (written, skipped).
+        `announce`: tell live watchers (an author's own new post; not old posts backfilled)."""
         if not post_ids_newest_first:
             return 0, 0
+        now = now_ms()
         calls = []
         for bucket, users in groups.items():
             if not users:
                 continue
             edges = [self._layout.local_followers(bucket, author_id)] if author_id else []
             calls.append(Call(
-                scripts.MERGE, [*edges, *self._layout.inbox_and_seen(bucket, list(users))],
-                ["1" if author_id else "0", cap, active_since, len(users), *users,
-                 *post_ids_newest_first],
+                scripts.MERGE,
+                [self._layout.watchers(bucket), *edges,
+                 *self._layout.inbox_and_seen(bucket, list(users))],
+                ["1" if author_id else "0", cap, active_since, len(users), now,
+                 self._layout.events(bucket), trace or NO_TRACE, "1" if announce else "0",
+                 *users, *post_ids_newest_first],
             ))
         results = await self._client.run_many(calls, durable=True)
         return sum(int(r[0]) for r in results), sum(int(r[1]) for r in results)
 
     async def remove(self, post_ids: Sequence[int], owners: Sequence[str]) -> int:
-        """Remove posts from the inboxes of `owners`; returns the entries removed."""
+        """Remove posts from the inboxes of `owners` (their live watchers are told); returns
+        the entries removed."""
         if not post_ids or not owners:
             return 0
-        calls = [Call(scripts.REMOVE, [self._layout.inbox(u) for u in users], list(post_ids))
-                 for users in self.group(owners).values()]
+        now = now_ms()
+        calls = [Call(scripts.REMOVE,
+                      [self._layout.watchers(bucket), *(self._layout.inbox(u) for u in users)],
+                      [now, self._layout.events(bucket), *users, *post_ids])
+                 for bucket, users in self.group(owners).items()]
         return sum(int(r) for r in await self._client.run_many(calls, durable=True))
+
+    # -- live watchers (WatchTimeline) -------------------------------------------------------
+
+    async def watch(self, user_ids: Sequence[str], until_ms: int) -> None:
+        """Mark users as watched until `until_ms` (the inbox scripts announce their changes
+        meanwhile); expired marks of the same buckets are dropped. One call per bucket."""
+        now = now_ms()
+        commands: list[tuple[object, ...]] = []
+        for bucket, users in self.group(user_ids).items():
+            key = self._layout.watchers(bucket)
+            commands.append(("ZADD", key, "GT", *(x for u in users for x in (until_ms, u))))
+            commands.append(("ZREMRANGEBYSCORE", key, "-inf", f"({now}"))
+        if commands:
+            await self._client.batch(commands)
+
+    async def since(self, user_id: str, after_id: int, limit: int) -> list[int]:
+        """Inbox ids above `after_id`, oldest first (a watcher catching up)."""
+        return records.decode_ids(await self._client.command(
+            "ZRANGEBYSCORE", self._layout.inbox(user_id), f"({after_id}", "+inf",
+            "LIMIT", 0, limit))
 
     async def read(self, user_id: str, before_id: int | None, limit: int) -> list[int]:
         return records.decode_ids(await self._client.command(

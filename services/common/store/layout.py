@@ -184,6 +184,11 @@ class Layout:
         mode changes), so timeline processes drop stale cached state at once."""
         return self._in_bucket(bucket, "events")
 
+    def watchers(self, bucket: int) -> str:
+        """Sorted set of the bucket's users with a live WatchTimeline stream somewhere; score =
+        until when (ms). The inbox scripts announce changes only for these users."""
+        return self._in_bucket(bucket, "watchers")
+
     # -- fan-out queue partitions ------------------------------------------------------------
 
     def stream(self, partition: int) -> str:
@@ -228,3 +233,13 @@ def id_time(post_id: int) -> datetime:
     """The creation instant encoded in a post id."""
     ms = (post_id >> ID_LOW_BITS) + EPOCH_MS
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def first_id_at(unix_ms: int) -> int:
+    """The lowest post id of that millisecond: every post created later has a larger id."""
+    return max(0, unix_ms - EPOCH_MS) << ID_LOW_BITS
+
+
+def id_span(duration_ms: int) -> int:
+    """How far apart the ids of two posts created `duration_ms` apart are (at least)."""
+    return duration_ms << ID_LOW_BITS

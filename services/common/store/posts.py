@@ -128,6 +128,17 @@ class PostRecords:
         ])
         return [records.decode_ids(r) for r in replies]
 
+    async def authors_ids_after(self, author_ids: Sequence[str], after_id: int,
+                                limit: int) -> list[list[int]]:
+        """Several authors' post ids above `after_id`, oldest first (a watcher catching up)."""
+        if not author_ids:
+            return []
+        replies = await self._client.batch([
+            ("ZRANGEBYSCORE", self._layout.author_posts(a), f"({after_id}", "+inf", "LIMIT", 0, limit)
+            for a in author_ids
+        ])
+        return [records.decode_ids(r) for r in replies]
+
     async def author_ids_since(self, author_id: str, floor: int) -> list[int]:
         return records.decode_ids(await self._client.command(
             "ZRANGEBYSCORE", self._layout.author_posts(author_id), floor, "+inf"))

@@ -77,29 +77,61 @@ class OutboxEntry:
 
 class EventKind(StrEnum):
     DELETED = "deleted"  # a post was deleted: drop its body and its author's cached list
-    POSTED = "posted"  # a PULL author posted: drop their cached list
+    POSTED = "posted"  # a PULL author posted: drop their cached list; watchers get the post
     MODE = "mode"  # an author's delivery mode changed: drop the cached mode sets and their list
+    # Written by the inbox scripts, only for users with a live watcher (WatchTimeline):
+    ADDED = "added"  # a post entered these users' inboxes
+    REMOVED = "removed"  # a post left these users' inboxes (deleted, or its author unfollowed)
+
+
+NO_TRACE = "-"
 
 
 @dataclass(frozen=True)
 class Event:
+    """One message on a bucket's events channel. Space-separated words (ids have no spaces):
+    `deleted <post> <author>`, `posted <author> [<post> <traceparent>]`, `mode <author>`,
+    `added <post> <traceparent> <user>...`, `removed <post> <user>...`; the last two are built
+    by the inbox scripts (scripts.py), which take these words from here."""
+
     kind: EventKind
-    author_id: str
+    author_id: str = ""
     post_id: int = 0
+    users: tuple[str, ...] = ()
+    trace: str = ""  # W3C traceparent of the request that published the post, if traced
 
     def encode(self) -> str:
+        trace = self.trace or NO_TRACE
         if self.kind is EventKind.DELETED:
             return f"deleted {self.post_id} {self.author_id}"
+        if self.kind is EventKind.POSTED and self.post_id:
+            return f"posted {self.author_id} {self.post_id} {trace}"
+        if self.kind is EventKind.ADDED:
+            return " ".join(("added", str(self.post_id), trace, *self.users))
+        if self.kind is EventKind.REMOVED:
+            return " ".join(("removed", str(self.post_id), *self.users))
         return f"{self.kind.value} {self.author_id}"
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Event | None:
         parts = text(raw).split(" ")
-        if parts[0] == EventKind.DELETED and len(parts) == 3 and parts[1].isdigit():
+        kind, n = parts[0], len(parts)
+        if kind == EventKind.DELETED and n == 3 and parts[1].isdigit():
             return cls(EventKind.DELETED, parts[2], int(parts[1]))
-        if parts[0] in (EventKind.POSTED, EventKind.MODE) and len(parts) == 2:
-            return cls(EventKind(parts[0]), parts[1])
+        if kind == EventKind.POSTED and n == 4 and parts[2].isdigit():
+            return cls(EventKind.POSTED, parts[1], int(parts[2]), trace=_trace(parts[3]))
+        if kind in (EventKind.POSTED, EventKind.MODE) and n == 2:
+            return cls(EventKind(kind), parts[1])
+        if kind == EventKind.ADDED and n >= 4 and parts[1].isdigit():
+            return cls(EventKind.ADDED, post_id=int(parts[1]), trace=_trace(parts[2]),
+                       users=tuple(parts[3:]))
+        if kind == EventKind.REMOVED and n >= 3 and parts[1].isdigit():
+            return cls(EventKind.REMOVED, post_id=int(parts[1]), users=tuple(parts[2:]))
         return None
+
+
+def _trace(word: str) -> str:
+    return "" if word == NO_TRACE else word
 
 
 # -- fan-out jobs (stream entries) ------------------------------------------------------------

@@ -33,7 +33,34 @@ def _lua(name: str, body: str) -> Script:
     names: dict[str, str] = {k: v for k, v in vars(records).items() if k.startswith("F_")}
     names.update({f"C_{c.name}": c.value for c in records.Counter})
     names.update({f"S_{s.name}": s.value for s in records.DeliveryState})
+    names.update({f"E_{k.name}": k.value for k in records.EventKind})
     return Script(name, "#!lua\n" + Template(body.strip()).substitute(names) + "\n")
+
+
+# Shared by the scripts that change inboxes, so a live watcher (WatchTimeline) hears of it:
+# `watched(key, now)` tests whether a user has a watcher (the bucket's watchers set, scores =
+# until when, ms); `announce` publishes one event naming the watched users a change reached,
+# on the bucket's events channel (same slot), and nothing when nobody watches. A small set is
+# read whole; a big one is asked per user.
+_WATCHERS = """
+local function watched(key, now)
+  local n = redis.call('ZCARD', key)
+  if n == 0 then return function() return false end end
+  now = tonumber(now)
+  if n > 64 then
+    return function(user)
+      local until_ms = redis.call('ZSCORE', key, user)
+      return until_ms ~= false and tonumber(until_ms) >= now
+    end
+  end
+  local set = {}
+  for _, user in ipairs(redis.call('ZRANGEBYSCORE', key, now, '+inf')) do set[user] = true end
+  return function(user) return set[user] == true end
+end
+local function announce(channel, head, users)
+  if #users > 0 then redis.call('SPUBLISH', channel, head .. ' ' .. table.concat(users, ' ')) end
+end
+"""
 
 
 # KEYS[1] = the bucket's last issued id.
@@ -123,60 +150,75 @@ redis.call('SPUBLISH', ARGV[2], ARGV[3])
 return 1
 """)
 
-# KEYS[1] = the author's followers in this bucket (the follow edges), then per follower
-# (inbox, activity stamp), all in one bucket.
+# KEYS[1] = the author's followers in this bucket (the follow edges), KEYS[2] = the bucket's
+# watchers, then per follower (inbox, activity stamp), all in one bucket.
 # ARGV[1] = post id (member and score), ARGV[2] = inbox cap, ARGV[3] = active-since (unix s),
-# ARGV[4..] = the followers, in the order of their key pairs.
+# ARGV[4] = now (ms), ARGV[5] = the bucket's events channel, ARGV[6] = the publishing request's
+# traceparent ('-': none), ARGV[7..] = the followers, in the order of their key pairs.
 # A follower whose last read is older than active-since (or who never read) is skipped: their
 # inbox is rebuilt when they return. One who unfollowed while the batch was queued is skipped
 # too, so an unfollow purge cannot be undone by an in-flight batch.
 # Returns {written, skipped_inactive}; `written` counts inboxes that now hold the post, whether
 # or not this call added it, so a batch re-run after a crash (never acknowledged, so never
 # counted) is counted exactly once, and ZADD of an existing member keeps the entry single.
-PUSH = _lua("push", """
+# Watchers hear only of entries this call added, so a re-run announces nothing twice.
+PUSH = _lua("push", _WATCHERS + """
 local id, cap, since = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local written, skipped = 0, 0
-for i = 2, #KEYS, 2 do
+local is_watched = watched(KEYS[2], ARGV[4])
+local written, skipped, told = 0, 0, {}
+for i = 3, #KEYS, 2 do
+  local follower = ARGV[6 + (i - 1) / 2]
   local seen = redis.call('GET', KEYS[i + 1])
   if seen and tonumber(seen) >= since then
-    if redis.call('ZSCORE', KEYS[1], ARGV[3 + i / 2]) then
-      redis.call('ZADD', KEYS[i], id, id)
+    if redis.call('ZSCORE', KEYS[1], follower) then
+      local added = redis.call('ZADD', KEYS[i], id, id)
       written = written + 1
       if redis.call('ZCARD', KEYS[i]) > cap then
         redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(cap + 1))
       end
+      if added == 1 and is_watched(follower) then told[#told + 1] = follower end
     end
   else
     skipped = skipped + 1
   end
 end
+announce(ARGV[5], '$E_ADDED ' .. id .. ' ' .. ARGV[6], told)
 return {written, skipped}
 """)
 
-# KEYS: [the author's followers in this bucket, when ARGV[1] = '1'], then per follower
-# (inbox, activity stamp), all in one bucket.
+# KEYS[1] = the bucket's watchers, [KEYS[2] = the author's followers in this bucket, when
+# ARGV[1] = '1'], then per follower (inbox, activity stamp), all in one bucket.
 # ARGV[1] = check follow edges (1/0), ARGV[2] = inbox cap, ARGV[3] = active-since (0 =
-# everyone), ARGV[4] = n followers, ARGV[5 .. 4+n] = followers, then the post ids, newest first.
+# everyone), ARGV[4] = n followers, ARGV[5] = now (ms), ARGV[6] = events channel, ARGV[7] =
+# traceparent ('-': none), ARGV[8] = tell watchers (1/0: an author's own new post, not a
+# backfill of old ones), ARGV[9 .. 8+n] = followers, then the post ids, newest first.
 # Adds the ids an inbox lacks, but only down to the inbox's floor when it is full: an inbox
 # must hold every pushed post above its oldest entry (the timeline relies on it to know when
 # to continue from authors' own lists), and posts below a full inbox's floor would be trimmed
 # straight away anyway. Returns {written, skipped_inactive}.
-MERGE = _lua("merge", """
+MERGE = _lua("merge", _WATCHERS + """
 local check, cap, since, n = ARGV[1] == '1', tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local first = check and 2 or 1
-local written, skipped = 0, 0
+local is_watched = ARGV[8] == '1' and watched(KEYS[1], ARGV[5]) or function() return false end
+local first = check and 3 or 2
+local written, skipped, told = 0, 0, {}
 for f = 1, n do
   local inbox, seen = KEYS[first + 2 * (f - 1)], KEYS[first + 2 * (f - 1) + 1]
+  local user = ARGV[8 + f]
   local stamp = redis.call('GET', seen)
   if since == 0 or (stamp and tonumber(stamp) >= since) then
-    if not check or redis.call('ZSCORE', KEYS[1], ARGV[4 + f]) then
+    if not check or redis.call('ZSCORE', KEYS[2], user) then
       local floor = 0
       if redis.call('ZCARD', inbox) >= cap then
         floor = tonumber(redis.call('ZRANGE', inbox, 0, 0, 'WITHSCORES')[2])
       end
-      for j = 5 + n, #ARGV do
+      for j = 9 + n, #ARGV do
         if tonumber(ARGV[j]) <= floor then break end
-        written = written + redis.call('ZADD', inbox, ARGV[j], ARGV[j])
+        local added = redis.call('ZADD', inbox, ARGV[j], ARGV[j])
+        written = written + added
+        if added == 1 and is_watched(user) then
+          told[ARGV[j]] = told[ARGV[j]] or {}
+          table.insert(told[ARGV[j]], user)
+        end
       end
       if redis.call('ZCARD', inbox) > cap then
         redis.call('ZREMRANGEBYRANK', inbox, 0, -(cap + 1))
@@ -186,15 +228,30 @@ for f = 1, n do
     skipped = skipped + 1
   end
 end
+for id, users in pairs(told) do announce(ARGV[6], '$E_ADDED ' .. id .. ' ' .. ARGV[7], users) end
 return {written, skipped}
 """)
 
-# KEYS = inboxes of one bucket. ARGV = post ids to remove from each. Returns entries removed.
-REMOVE = _lua("remove", """
-local removed = 0
-for i = 1, #KEYS do
-  removed = removed + redis.call('ZREM', KEYS[i], unpack(ARGV))
+# KEYS[1] = the bucket's watchers, KEYS[2..] = inboxes of that bucket.
+# ARGV[1] = now (ms), ARGV[2] = events channel, ARGV[3 .. 1+#KEYS] = the inboxes' owners, then
+# the post ids to remove from each. Returns the entries removed.
+REMOVE = _lua("remove", _WATCHERS + """
+local is_watched = watched(KEYS[1], ARGV[1])
+local first_id = #KEYS + 2
+local removed, told = 0, {}
+for i = 2, #KEYS do
+  local user = ARGV[i + 1]
+  for j = first_id, #ARGV do
+    if redis.call('ZREM', KEYS[i], ARGV[j]) == 1 then
+      removed = removed + 1
+      if is_watched(user) then
+        told[ARGV[j]] = told[ARGV[j]] or {}
+        table.insert(told[ARGV[j]], user)
+      end
+    end
+  end
 end
+for id, users in pairs(told) do announce(ARGV[2], '$E_REMOVED ' .. id, users) end
 return removed
 """)
 

@@ -25,21 +25,25 @@ _sym_db = _symbol_database.Default()
 from fanline.gen.feed.v1 import post_pb2 as feed_dot_v1_dot_post__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x65\x64/v1/timeline.proto\x12\x07\x66\x65\x65\x64.v1\x1a\x12\x66\x65\x65\x64/v1/post.proto\"L\n\x12GetTimelineRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\rTimelineEntry\x12\x1b\n\x04post\x18\x01 \x01(\x0b\x32\r.feed.v1.Post\x12$\n\x06source\x18\x02 \x01(\x0e\x32\x14.feed.v1.EntrySource\"h\n\x13GetTimelineResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.feed.v1.TimelineEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0f\n\x07partial\x18\x03 \x01(\x08*Z\n\x0b\x45ntrySource\x12\x1c\n\x18\x45NTRY_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NTRY_SOURCE_INBOX\x10\x01\x12\x15\n\x11\x45NTRY_SOURCE_PULL\x10\x02\x32[\n\x0fTimelineService\x12H\n\x0bGetTimeline\x12\x1b.feed.v1.GetTimelineRequest\x1a\x1c.feed.v1.GetTimelineResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x65\x64/v1/timeline.proto\x12\x07\x66\x65\x65\x64.v1\x1a\x12\x66\x65\x65\x64/v1/post.proto\"L\n\x12GetTimelineRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\rTimelineEntry\x12\x1b\n\x04post\x18\x01 \x01(\x0b\x32\r.feed.v1.Post\x12$\n\x06source\x18\x02 \x01(\x0e\x32\x14.feed.v1.EntrySource\"h\n\x13GetTimelineResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.feed.v1.TimelineEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0f\n\x07partial\x18\x03 \x01(\x08\"=\n\x14WatchTimelineRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\"z\n\x15WatchTimelineResponse\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x16.feed.v1.TimelineEntryH\x00\x12\x19\n\x0fremoved_post_id\x18\x02 \x01(\tH\x00\x12\x14\n\x0cresume_token\x18\x03 \x01(\tB\x07\n\x05\x65vent*Z\n\x0b\x45ntrySource\x12\x1c\n\x18\x45NTRY_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NTRY_SOURCE_INBOX\x10\x01\x12\x15\n\x11\x45NTRY_SOURCE_PULL\x10\x02\x32\xad\x01\n\x0fTimelineService\x12H\n\x0bGetTimeline\x12\x1b.feed.v1.GetTimelineRequest\x1a\x1c.feed.v1.GetTimelineResponse\x12P\n\rWatchTimeline\x12\x1d.feed.v1.WatchTimelineRequest\x1a\x1e.feed.v1.WatchTimelineResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feed.v1.timeline_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYSOURCE']._serialized_start=323
-  _globals['_ENTRYSOURCE']._serialized_end=413
+  _globals['_ENTRYSOURCE']._serialized_start=510
+  _globals['_ENTRYSOURCE']._serialized_end=600
   _globals['_GETTIMELINEREQUEST']._serialized_start=55
   _globals['_GETTIMELINEREQUEST']._serialized_end=131
   _globals['_TIMELINEENTRY']._serialized_start=133
   _globals['_TIMELINEENTRY']._serialized_end=215
   _globals['_GETTIMELINERESPONSE']._serialized_start=217
   _globals['_GETTIMELINERESPONSE']._serialized_end=321
-  _globals['_TIMELINESERVICE']._serialized_start=415
-  _globals['_TIMELINESERVICE']._serialized_end=506
+  _globals['_WATCHTIMELINEREQUEST']._serialized_start=323
+  _globals['_WATCHTIMELINEREQUEST']._serialized_end=384
+  _globals['_WATCHTIMELINERESPONSE']._serialized_start=386
+  _globals['_WATCHTIMELINERESPONSE']._serialized_end=508
+  _globals['_TIMELINESERVICE']._serialized_start=603
+  _globals['_TIMELINESERVICE']._serialized_end=776
 # @@protoc_insertion_point(module_scope)

@@ -44,3 +44,21 @@ class GetTimelineResponse(_message.Message):
     next_page_token: str
     partial: bool
     def __init__(self, entries: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., partial: _Optional[bool] = ...) -> None: ...
+
+class WatchTimelineRequest(_message.Message):
+    __slots__ = ("user_id", "resume_token")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    resume_token: str
+    def __init__(self, user_id: _Optional[str] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class WatchTimelineResponse(_message.Message):
+    __slots__ = ("entry", "removed_post_id", "resume_token")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_POST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entry: TimelineEntry
+    removed_post_id: str
+    resume_token: str
+    def __init__(self, entry: _Optional[_Union[TimelineEntry, _Mapping]] = ..., removed_post_id: _Optional[str] = ..., resume_token: _Optional[str] = ...) -> None: ...

@@ -40,6 +40,11 @@ class TimelineServiceStub:
                 request_serializer=feed_dot_v1_dot_timeline__pb2.GetTimelineRequest.SerializeToString,
                 response_deserializer=feed_dot_v1_dot_timeline__pb2.GetTimelineResponse.FromString,
                 _registered_method=True)
+        self.WatchTimeline = channel.unary_stream(
+                '/feed.v1.TimelineService/WatchTimeline',
+                request_serializer=feed_dot_v1_dot_timeline__pb2.WatchTimelineRequest.SerializeToString,
+                response_deserializer=feed_dot_v1_dot_timeline__pb2.WatchTimelineResponse.FromString,
+                _registered_method=True)
 
 
 class TimelineServiceServicer:
@@ -52,6 +57,18 @@ class TimelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTimeline(self, request, context):
+        """Streams the user's new timeline entries as they arrive (pushed to their inbox, or posted
+        by a pull-mode author they follow) and removals of deleted posts. The first response has
+        no event: the watch is live from then on. Responses without an event also come as
+        heartbeats. Ends with RESOURCE_EXHAUSTED when the reader falls too far behind or the
+        process has too many watchers, and with UNAVAILABLE when the server shuts down: either
+        way, call again with the last resume_token received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TimelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +76,11 @@ def add_TimelineServiceServicer_to_server(servicer, server):
                     servicer.GetTimeline,
                     request_deserializer=feed_dot_v1_dot_timeline__pb2.GetTimelineRequest.FromString,
                     response_serializer=feed_dot_v1_dot_timeline__pb2.GetTimelineResponse.SerializeToString,
+            ),
+            'WatchTimeline': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTimeline,
+                    request_deserializer=feed_dot_v1_dot_timeline__pb2.WatchTimelineRequest.FromString,
+                    response_serializer=feed_dot_v1_dot_timeline__pb2.WatchTimelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +111,33 @@ class TimelineService:
             '/feed.v1.TimelineService/GetTimeline',
             feed_dot_v1_dot_timeline__pb2.GetTimelineRequest.SerializeToString,
             feed_dot_v1_dot_timeline__pb2.GetTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/feed.v1.TimelineService/WatchTimeline',
+            feed_dot_v1_dot_timeline__pb2.WatchTimelineRequest.SerializeToString,
+            feed_dot_v1_dot_timeline__pb2.WatchTimelineResponse.FromString,
             options,
             channel_credentials,
             insecure,
