@@ -24,6 +24,8 @@ from fanline.bench.plan import Model, Traffic, format_plan, plan
 from fanline.bench.reads import ReadsResult, ReadsScenario, run_reads
 from fanline.bench.report import summary_line, table
 from fanline.bench.run import BenchConfig, machine_info, run_bench
+from fanline.bench.watch import WatchScenario, run_watch
+from fanline.bench.watch import doc_section as watch_section
 
 # Hybrid thresholds: the first is the strategy compared with push and pull; the others pull
 # more (synthetic) or fewer (Slashdot) accounts, showing the trade from both sides.
@@ -213,11 +215,15 @@ class Scale:
     read_threshold: int = 1000
     synthetic_thresholds: tuple[int, ...] = SYNTHETIC_THRESHOLDS
     real_thresholds: tuple[int, ...] = REAL_THRESHOLDS
+    watchers: int = 2000
+    watch_posts: int = 100
+    watch_repeats: int = 3
 
 
 QUICK = Scale(users=400, celebrity_followers=2_000, duration_s=3, max_edges=4_000,
               engine_followers=5_000, engine_repeats=2, read_mixes=((20, 2, 20),), reads=100,
-              read_threshold=50, synthetic_thresholds=(1_000, 200), real_thresholds=(20, 50))
+              read_threshold=50, synthetic_thresholds=(1_000, 200), real_thresholds=(20, 50),
+              watchers=40, watch_posts=10, watch_repeats=1)
 
 
 def git_revision(outputs: tuple[Path, ...] = ()) -> str:
@@ -322,6 +328,12 @@ def regenerate(doc: Path, img: Path, out: Path, real_graph: Path,
                  f"decision ({scale.read_threshold:,} followers, threshold "
                  f"{scale.read_threshold:,}).", "", *_reads_table(reads), ""]
 
+    print("== live timelines", flush=True)
+    watch = run_watch(WatchScenario(watchers=scale.watchers, baseline=max(2, scale.watchers // 100),
+                                    posts=scale.watch_posts, repeats=scale.watch_repeats),
+                      out_dir=out)
+    sections += watch_section(watch)
+
     worked = plan(Traffic(), Model(worker_rate=round(engine.worker_rate, -3) or 40_000))
     sections += ["## Capacity plan: the worked example", "",
                  f"```\nfanline plan --worker-rate {worked.model.worker_rate:.0f}\n```", "",
@@ -364,6 +376,11 @@ def regenerate(doc: Path, img: Path, out: Path, real_graph: Path,
         f"writes/s, GetTimeline p99 {cluster.p99_ratio:.2f}x; masters within "
         f"{max(cluster.balance.keys_deviation, cluster.balance.writes_deviation):.1%} of an "
         f"even share of keys and writes.")
+    many = watch.medians(watch.scenario.watchers)
+    head_lines.append(
+        f"- WatchTimeline, {watch.scenario.watchers:,} streams on one timeline process: "
+        f"delivery p50 {many['p50_ms']:.0f} ms, p99 {many['p99_ms']:.0f} ms after CreatePost "
+        f"returns; {many['kb_per_watcher']:.0f} KB per open stream.")
     first = reads[0]
     head_lines.append(
         f"- GetTimeline, reader following {first.scenario.push_authors} push + "

@@ -45,6 +45,10 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.so_reuseport", 0),
+    # Calls that arrived but are not yet taken by the server's loop. gRPC's default (1,000)
+    # cancels the rest of a burst: thousands of WatchTimeline streams reconnecting at once
+    # after a pod drains would see CANCELLED instead of waiting a few milliseconds.
+    ("grpc.server.max_pending_requests", 20_000),
 ]
 
 

@@ -335,7 +335,13 @@ class WatchHub:
                 expanded.append(item)
         sendable = [i for i in expanded if isinstance(i, Removed) or watcher.unsent(i.post_id)]
         ids = [i.post_id for i in sendable if isinstance(i, Added)]
-        bodies = await self._reader.hydrator.bodies(ids, HYDRATE_TIMEOUT_S) if ids else {}
+        try:
+            bodies = await self._reader.hydrator.bodies(ids, HYDRATE_TIMEOUT_S) if ids else {}
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            # The post service is away or slow: end the stream; the client resumes from its
+            # last token and gets these entries then.
+            log.warning("watch: could not fetch post bodies: %s", exc)
+            raise Unavailable("post bodies unavailable; resume with the last resume_token") from None
         for item in sendable:
             if isinstance(item, Removed):
                 response = self._response(viewer, watcher)

@@ -255,3 +255,39 @@ def test_a_draining_server_ends_streams_at_once_and_they_resume_on_its_successor
         assert resumed.entries(1, 15) == [during]
     finally:
         resumed.close()
+
+
+def test_a_stream_that_cannot_fetch_bodies_ends_unavailable_and_resumes_without_loss(
+        api: Clients, suite: Suite, uid: str) -> None:
+    reader, author = f"{uid}-r", f"{uid}-a"
+    api.follow(reader, author)
+    watch = api.watch(reader)
+    try:
+        suite.procs["worker-0"].send_signal(signal.SIGSTOP)  # hold the delivery back
+        try:
+            held = api.post(author, "held back").post_id
+            suite.stop_process("post", signal.SIGKILL)
+        finally:
+            suite.procs["worker-0"].send_signal(signal.SIGCONT)
+        # Delivered and announced, but its body cannot be fetched: the stream ends, no hang.
+        assert watch.ended_with(15) == grpc.StatusCode.UNAVAILABLE
+        token = watch.token
+    finally:
+        watch.close()
+        suite.respawn("post")
+        suite.wait_healthy(30, ["post"])
+    # The timeline's channel to the new post process may still be backing off: a resume may
+    # end UNAVAILABLE again (as a client would, try again with the same token).
+    assert wait_for(lambda: resume_once(api, reader, token), 30,
+                    message="a resumed stream to deliver the held-back post") == [held]
+
+
+def resume_once(api: Clients, reader: str, token: str) -> list[str] | None:
+    resumed = api.watch(reader, token)
+    try:
+        return resumed.entries(1, 5)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        return None
+    finally:
+        resumed.close()
