@@ -22,6 +22,7 @@ MODE = "fanline.delivery.mode"  # push | pull
 JOB_KIND = "fanline.job.kind"  # post | backfill
 TIMELINE_PATH = "fanline.timeline.path"  # inbox_only | merged | archive
 PARTIAL = "fanline.timeline.partial"
+TIMELINE_SOURCE = "fanline.timeline.source"  # inbox | pull | archive | hydrate
 CACHE_RESULT = "fanline.cache.result"  # hit | miss
 PARTITION = "fanline.queue.partition"  # 0 .. FANLINE_QUEUE_PARTITIONS - 1
 
@@ -48,6 +49,10 @@ class _Instruments:
             "fanline.timeline.duration", "ms",
             "GetTimeline read time by path (inbox only, merged with pulled lists, archive)",
             explicit_bucket_boundaries_advisory=_LATENCY_MS)
+        self.budget_overruns = meter.create_counter(
+            "fanline.timeline.budget_overruns", "{source}",
+            "timeline sources that missed the read budget and were left out, by source "
+            "(inbox, pull, archive, hydrate)")
         self.pulled_cache = meter.create_counter(
             "fanline.timeline.pulled_cache", "{lookup}", "pulled-list cache lookups by result")
         self.body_cache = meter.create_counter(
@@ -149,6 +154,12 @@ def queue_observed(depth: int, pending: int, reclaimed: int,
 
 def timeline_read(duration_ms: float, path: str, partial: bool) -> None:
     _get().timeline_duration.record(duration_ms, {TIMELINE_PATH: path, PARTIAL: partial})
+
+
+def budget_overrun(source: str, count: int = 1) -> None:
+    """`count` sources of kind `source` missed a read's budget (the read is partial)."""
+    if count:
+        _get().budget_overruns.add(count, {TIMELINE_SOURCE: source})
 
 
 def pulled_cache(hit: bool) -> None:

@@ -162,6 +162,8 @@ class TimelineReader:
                 bodies = await self.hydrator.bodies([pid for pid, _ in page.entries], remaining)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             log.warning("hydration missed the budget or failed: %s", exc)
+            if isinstance(exc, TimeoutError):
+                metrics.budget_overrun("hydrate")
             page = self._cached_prefix(page, cursor, regime)
             bodies = await self.hydrator.cached([pid for pid, _ in page.entries])
             partial = True
@@ -221,6 +223,9 @@ class TimelineReader:
         inbox = inbox_task.result() if inbox_task in ok else None
         pulled = [t.result() for t in pulled_tasks if t in ok]
         partial = bool(pending or failed)
+        if pending:
+            metrics.budget_overrun("inbox", int(inbox_task in pending))
+            metrics.budget_overrun("pull", sum(t in pending for t in pulled_tasks))
         if partial:  # name the sources that missed the budget (or failed) on the request span
             names = dict(zip(pulled_tasks, (f"pull:{a}" for a in pulled_authors), strict=True))
             names[inbox_task] = "inbox"
@@ -244,6 +249,7 @@ class TimelineReader:
                 timeout,
             )
         except TimeoutError:
+            metrics.budget_overrun("archive")
             # Nothing shown; the same cursor lets the client try this page again.
             telemetry.current_span().set_attribute("fanline.timeline.missed", ["archive"])
             return Page([], Cursor(Regime.ARCHIVE, before_id)), True

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
 from fanline.gen.feed.v1 import post_pb2
 from fanline.timeline.cursor import FIRST_PAGE, Cursor, Regime
 from fanline.timeline.merge import Source
-from tests.conftest import async_wait_for
+from tests.conftest import async_wait_for, points
 from tests.integration.conftest import Stack
 
 
@@ -83,7 +85,8 @@ async def test_rebuild_is_bounded_and_the_rest_comes_from_author_lists(make_stac
                                                    reverse=True)
 
 
-async def test_a_source_missing_the_budget_is_left_out_and_partial_is_set(make_stack) -> None:
+async def test_a_source_missing_the_budget_is_left_out_and_partial_is_set(
+        make_stack, reader: InMemoryMetricReader) -> None:
     stack: Stack = await make_stack(timeline_budget_ms=50, celebrity_threshold=2)
     await stack.activate("reader")
     for follower in ("reader", "x"):
@@ -105,6 +108,10 @@ async def test_a_source_missing_the_budget_is_left_out_and_partial_is_set(make_s
     assert loop.time() - started < 0.5  # did not wait for the stalled source
     assert page.partial
     assert [p.post_id for p, _ in page.entries] == [pushed.post_id]
+    overruns = points(reader, "fanline.timeline.budget_overruns")
+    # The stalled pulled list; then the inbox ran out on this page and the authors' own lists
+    # that would fill it had no budget left either.
+    assert {k[0][1]: p.value for k, p in overruns.items()} == {"pull": 1, "archive": 1}
     stack.reader.sources.pulled = real_pulled  # type: ignore[method-assign]
     page = await stack.page("reader")
     assert not page.partial
