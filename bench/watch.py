@@ -6,7 +6,8 @@ authors. For every (watcher, post) delivery it records the time from CreatePost 
 the entry arriving on the stream, and checks none is missing or repeated. The same run first
 does it with `baseline` watchers, so the figures for many watchers come with their ratio to a
 few. Memory per watcher is the timeline process's RSS growth while the streams are open,
-divided by their number.
+divided by their number; each run starts a fresh timeline process, so no run reuses memory
+an earlier one's streams left behind.
 """
 
 from __future__ import annotations
@@ -193,7 +194,13 @@ def run_watch(s: WatchScenario, out_dir: str | Path = "bench/out") -> WatchResul
     env = {"FANLINE_WATCH_MAX_STREAMS": str(max(5000, s.watchers + 100))}
     with running_suite(10_000, 1, out / "logs" / "watch", extra_env=env) as suite:
         asyncio.run(_setup(suite, s))
-        for _ in range(s.repeats):
+        for repeat in range(s.repeats):
+            if repeat:
+                # A fresh timeline process per run: memory freed by the last run's streams
+                # would otherwise be reused and hide what a stream costs.
+                suite.stop_process("timeline")
+                suite.respawn("timeline")
+                suite.wait_healthy(60, ["timeline"])
             for count in (s.baseline, s.watchers):
                 result.phases.append(asyncio.run(_phase(suite, s, count)))
     out.mkdir(parents=True, exist_ok=True)
