@@ -13,18 +13,21 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from aiocache import SimpleMemoryCache
+from aiocache.base import BaseCache
 from aiocache.serializers import NullSerializer
 
 T = TypeVar("T")
 
 
-class BoundedMemoryCache(SimpleMemoryCache):
-    """aiocache's memory cache with a size bound and one TTL for every entry, kept without a
-    timer per key.
+class BoundedMemoryCache(BaseCache):
+    """An in-memory aiocache backend with a size bound and one TTL for every entry, kept
+    without a timer per key. It implements aiocache's backend interface (the `_get`, `_set`,
+    ... methods a backend provides), so callers use the plain aiocache API (`get`, `set`,
+    `multi_get`, `delete`, `clear`, `exists`, with namespaces).
 
-    aiocache expires a key with a `loop.call_later` handle per key: about 360 bytes each, more
-    than the post body it guards, and a heap the event loop keeps ordered. Here every entry
+    aiocache's own SimpleMemoryCache expires a key with a `loop.call_later` handle per key
+    (about 360 bytes each, more than the post body it guards, and a heap the event loop keeps
+    ordered) and has no size bound. Here every entry
     lives `ttl` seconds from its last set, so the order entries were set in is the order they
     expire in: an ordered map of expiry times drops expired entries from its front as new ones
     arrive (O(1) each), and a read of an expired entry misses. Past `max_size` keys the
@@ -38,6 +41,7 @@ class BoundedMemoryCache(SimpleMemoryCache):
         self.max_size = max_size
         self.ttl_s = ttl
         self._clock = clock
+        self._values: dict[str, Any] = {}
         self._expiry: OrderedDict[str, float] = OrderedDict()  # oldest first
 
     def _fresh(self, key: str, now: float) -> Any:
@@ -47,11 +51,11 @@ class BoundedMemoryCache(SimpleMemoryCache):
         if expires <= now:
             self._drop(key)
             return None
-        return self._cache.get(key)
+        return self._values.get(key)
 
     def _drop(self, key: str) -> bool:
         self._expiry.pop(key, None)
-        return self._cache.pop(key, _ABSENT) is not _ABSENT
+        return self._values.pop(key, _ABSENT) is not _ABSENT
 
     async def _get(self, key: str, encoding: str = "utf-8", _conn: Any = None) -> Any:
         return self._fresh(key, self._clock())
@@ -70,7 +74,7 @@ class BoundedMemoryCache(SimpleMemoryCache):
             if expires > now and len(self._expiry) < self.max_size:
                 break
             self._drop(oldest)
-        self._cache[key] = value
+        self._values[key] = value
         self._expiry[key] = now + self.ttl_s
         return True
 
@@ -134,7 +138,7 @@ class SingleFlight(Generic[T]):
 
 
 async def get_or_load(
-    cache: SimpleMemoryCache,
+    cache: BaseCache,
     flights: SingleFlight[T],
     key: str,
     load: Callable[[], Awaitable[T]],
