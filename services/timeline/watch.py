@@ -91,7 +91,8 @@ class Watcher:
         self._buffer = buffer
         self._pending: deque[Item] = deque()
         self._wake = asyncio.Event()
-        self._ended = asyncio.Event()
+        # Done when the stream ends: a send waiting on a reader that stopped reading wakes up.
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._recent: OrderedDict[int, None] = OrderedDict()
 
     def offer(self, item: Item) -> None:
@@ -112,7 +113,7 @@ class Watcher:
     def end(self, why: Ended) -> None:
         if self.ended is None:
             self.ended = why
-            self._ended.set()
+            self._ended.set_result(None)
             self._wake.set()
 
     async def take(self, timeout_s: float) -> list[Item]:
@@ -140,13 +141,10 @@ class Watcher:
         """Write, unless the stream ends first (the reader stopped reading and the queue
         overflowed, or the server drains): then the write is abandoned."""
         write = asyncio.ensure_future(context.write(response))
+        await asyncio.wait({write, self._ended}, return_when=asyncio.FIRST_COMPLETED)
         if not write.done():
-            ended = asyncio.ensure_future(self._ended.wait())
-            await asyncio.wait({write, ended}, return_when=asyncio.FIRST_COMPLETED)
-            ended.cancel()
-            if not write.done():
-                write.cancel()
-        if write.done() and not write.cancelled():
+            write.cancel()
+        elif not write.cancelled():
             write.result()
         self.raise_if_ended()
 
@@ -273,18 +271,19 @@ class WatchHub:
             await self._load_authors(watcher, activate=True)
             await watcher.send(context, self._response(viewer, watcher))  # the watch is live
             watcher.resync()
-            authors_loaded = time.monotonic()
+            authors_due = 0.0  # when to reload the followed PULL authors (with a re-read)
             while True:
                 items = await watcher.take(self._heartbeat_s)
                 watcher.raise_if_ended()
-                if time.monotonic() - authors_loaded > AUTHORS_REFRESH_S * random.uniform(0.8, 1.2):
+                if time.monotonic() >= authors_due and RESYNC not in items:
                     items.insert(0, RESYNC)
                 if not items:
                     await watcher.send(context, self._response(viewer, watcher))  # heartbeat
                     continue
                 if RESYNC in items:
                     await self._load_authors(watcher)
-                    authors_loaded = time.monotonic()
+                    # Jittered, so streams opened together do not all re-read together.
+                    authors_due = time.monotonic() + AUTHORS_REFRESH_S * random.uniform(0.8, 1.2)
                 await self._deliver(context, viewer, watcher, items)
         finally:
             self._streams -= 1
