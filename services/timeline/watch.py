@@ -174,9 +174,8 @@ class WatchHub:
         self._none_left = asyncio.Event()  # set when the last stream has gone
         self._marker: asyncio.Task[None] | None = None
 
-    @property
-    def streams(self) -> int:
-        return self._streams
+    def _every_watcher(self) -> list[Watcher]:
+        return [w for watchers in self._by_user.values() for w in watchers]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -187,9 +186,8 @@ class WatchHub:
         """End every stream with UNAVAILABLE (clients resume on another process) and wait,
         briefly, for them to go."""
         self._draining = True
-        for watchers in list(self._by_user.values()):
-            for watcher in watchers:
-                watcher.end(Ended.DRAIN)
+        for watcher in self._every_watcher():
+            watcher.end(Ended.DRAIN)
         if self._streams:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._none_left.wait(), DRAIN_WAIT_S)
@@ -208,9 +206,8 @@ class WatchHub:
                 await self._store.inboxes.watch(users, now_ms() + MARK_TTL_MS)
             except Exception as exc:  # the next round tries again; a lapse only delays
                 log.warning("could not refresh watch marks: %s", exc)
-                for watchers in list(self._by_user.values()):
-                    for watcher in watchers:
-                        watcher.resync()
+                for watcher in self._every_watcher():
+                    watcher.resync()
 
     # -- events ------------------------------------------------------------------------------
 
@@ -218,9 +215,8 @@ class WatchHub:
         """Queue an event on the streams it concerns (None: the subscription was re-made and
         events may have been lost: every stream re-reads)."""
         if event is None or event.kind is EventKind.MODE:
-            for watchers in list(self._by_user.values()):
-                for watcher in watchers:
-                    watcher.resync()
+            for watcher in self._every_watcher():
+                watcher.resync()
             return
         if event.kind is EventKind.ADDED:
             for user in event.users:
