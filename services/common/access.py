@@ -26,6 +26,7 @@ import grpc
 from fanline.common import auth
 from fanline.common.auth import ADMIN, INTERNAL, Caller, Keys
 from fanline.common.errors import PermissionDenied, Unauthenticated
+from fanline.common.interceptor import Unary, UnaryServerInterceptor
 
 # Always open: probes and tooling that cannot hold a token.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -99,53 +100,41 @@ def bearer(metadata: Any) -> str:
     return token.strip()
 
 
-class AccessInterceptor(grpc.aio.ServerInterceptor):
+class AccessInterceptor(UnaryServerInterceptor):
     """Verifies the caller and applies POLICY before the servicer runs; the verified caller is
-    then `auth.current()` for the rest of the call."""
+    then `auth.current()` for the rest of the call. Methods of a kind the base class does not
+    wrap (client streaming: the API has none) are refused rather than left open."""
 
     def __init__(self, keys: Keys) -> None:
         self._keys = keys
+
+    def applies_to(self, method: str) -> bool:
+        return not method.startswith(OPEN_PREFIXES)
+
+    def wrap(self, method: str, inner: Unary) -> Unary:
+        keys = self._keys
+
+        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                caller = keys.verify(bearer(context.invocation_metadata()))
+                authorize(method, caller, request)
+                auth.acting_as(caller)  # this call's own task context
+            except (Unauthenticated, PermissionDenied) as refusal:
+                status = refusal.to_grpc_status()
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            return await inner(request, context)
+
+        return admitted
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        method = details.method
-        if handler is None or method.startswith(OPEN_PREFIXES):
+        handler = await super().intercept_service(continuation, details)
+        if (handler is None or not self.applies_to(details.method)  # type: ignore[attr-defined]
+                or handler.unary_unary is not None or handler.unary_stream is not None):
             return handler
-        metadata = details.invocation_metadata
-        keys = self._keys
-
-        async def admit(request: Any, context: grpc.aio.ServicerContext) -> None:
-            try:
-                caller = keys.verify(bearer(metadata))
-                authorize(method, caller, request)
-                auth.acting_as(caller)  # this call's own task context
-            except (Unauthenticated, PermissionDenied) as refusal:
-                status = refusal.to_grpc_status()
-                await context.abort(status.code, status.details, status.trailing_metadata)
-
-        if handler.unary_unary is not None:
-            unary_inner = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await admit(request, context)
-                return await unary_inner(request, context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream is not None:
-            stream_inner = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                # Streaming handlers send with context.write (see interceptor.py).
-                await admit(request, context)
-                return await stream_inner(request, context)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer)
 
         async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
