@@ -16,6 +16,7 @@ What it adds to the redis-py clients:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -135,9 +136,14 @@ class StoreClient:
     """A pooled asyncio client of a single node or a cluster; see the module docstring."""
 
     def __init__(self, redis: Redis | RedisCluster, wait_replicas: int = 0,
-                 wait_ms: int = 500) -> None:
+                 wait_ms: int = 500, max_connections: int = 64) -> None:
         self.redis = redis
         self.cluster = isinstance(redis, RedisCluster)
+        # The cluster client's per-node pools fail a call (MaxConnectionsError) instead of
+        # waiting when every connection is busy; the single-node pool waits (below). Bounding
+        # the calls in flight to one pool's size makes a burst queue here on a cluster too.
+        self._in_flight: asyncio.Semaphore | contextlib.nullcontext[None] = (
+            asyncio.Semaphore(max_connections) if self.cluster else contextlib.nullcontext())
         self._wait_replicas = wait_replicas
         self._wait_ms = wait_ms
         self._replicas = 0
@@ -181,7 +187,7 @@ class StoreClient:
                 client.connection_kwargs["connection_class"] = HiredisPackedConnection
                 for node in client.startup_nodes:
                     node.connection_class = HiredisPackedConnection
-            return cls(client, wait_replicas, wait_ms)
+            return cls(client, wait_replicas, wait_ms, max_connections)
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=POOL_WAIT_S, health_check_interval=30,
             connection_class=HiredisPackedConnection, **timeouts,
@@ -203,7 +209,8 @@ class StoreClient:
         reloaded = False
         while True:
             try:
-                result = await attempt()
+                async with self._in_flight:
+                    result = await attempt()
                 self._down = False
                 return result
             except rx.NoScriptError:
